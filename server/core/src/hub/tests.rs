@@ -1,0 +1,455 @@
+//! The hub driven by many simulated peers on a virtual clock.
+
+use super::*;
+
+struct Sim {
+    hub: Hub,
+    now: Instant,
+    n: u64,
+}
+
+impl Sim {
+    fn new(cfg: HubConfig) -> Self {
+        Sim {
+            hub: Hub::new(cfg),
+            now: Instant::now(),
+            n: 0,
+        }
+    }
+
+    fn ids(&mut self) -> NewIds {
+        self.n += 1;
+        NewIds {
+            peer_id: format!("p{}", self.n),
+            token: format!("t{:040}", self.n),
+        }
+    }
+
+    fn join(&mut self, scope: &str) -> Joined {
+        let ids = self.ids();
+        let req = JoinRequest {
+            scope: scope.into(),
+            role: JoinAs::Visitor,
+            have: vec![],
+        };
+        self.hub.join(self.now, req, ids).expect("join succeeds")
+    }
+
+    fn join_worker(&mut self, swarm: &str) -> Joined {
+        let ids = self.ids();
+        let req = JoinRequest {
+            scope: "/".into(),
+            role: JoinAs::Worker {
+                swarm: swarm.into(),
+            },
+            have: vec![],
+        };
+        self.hub
+            .join(self.now, req, ids)
+            .expect("worker join succeeds")
+    }
+
+    fn advance(&mut self, d: Duration) -> Tick {
+        self.now += d;
+        self.hub.tick(self.now)
+    }
+}
+
+fn rid(n: u8) -> String {
+    format!("{:02x}", n).repeat(32)
+}
+
+fn kinds_for<'a>(ds: &'a [Delivery], to: &str) -> Vec<&'a str> {
+    ds.iter()
+        .filter(|d| d.to == to)
+        .map(|d| d.event.kind)
+        .collect()
+}
+
+#[test]
+fn swarms_fill_to_capacity_then_a_new_one_opens() {
+    let mut sim = Sim::new(HubConfig {
+        peers_per_swarm: 3,
+        ..HubConfig::default()
+    });
+    let swarms: Vec<String> = (0..7).map(|_| sim.join("/").swarm_id).collect();
+    assert_eq!(swarms, ["s1", "s1", "s1", "s2", "s2", "s2", "s3"]);
+    // Another site scope never shares a swarm with the first.
+    assert_eq!(sim.join("/blog/").swarm_id, "s4");
+    assert_eq!(sim.hub.swarm_count(), 4);
+    sim.hub.check();
+}
+
+#[test]
+fn the_server_refuses_peers_beyond_its_limit_and_others_are_unaffected() {
+    let mut sim = Sim::new(HubConfig {
+        max_peers: 2,
+        ..HubConfig::default()
+    });
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let ids = sim.ids();
+    let req = JoinRequest {
+        scope: "/".into(),
+        role: JoinAs::Visitor,
+        have: vec![],
+    };
+    assert_eq!(
+        sim.hub.join(sim.now, req, ids).map(|_| ()),
+        Err(CoreError::ServerFull(2))
+    );
+    let now = sim.now;
+    assert!(sim.hub.signal(now, &a.token, &b.peer_id, "1").is_ok());
+}
+
+#[test]
+fn a_signal_goes_only_to_its_target_as_the_sender() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let now = sim.now;
+    let d = sim
+        .hub
+        .signal(now, &a.token, &b.peer_id, r#"{"type":"offer","sdp":"x"}"#)
+        .expect("same swarm");
+    assert_eq!(d.to, b.peer_id);
+    assert_eq!(d.event.kind, "signal");
+    let v: serde_json::Value = serde_json::from_str(&d.event.data).expect("valid JSON");
+    assert_eq!(v["from"], a.peer_id.as_str());
+    assert_eq!(v["data"]["sdp"], "x");
+    assert_eq!(sim.hub.counters().signals_relayed, 1);
+}
+
+#[test]
+fn forged_tokens_other_swarms_and_unknown_peers_are_refused() {
+    let mut sim = Sim::new(HubConfig {
+        peers_per_swarm: 1,
+        ..HubConfig::default()
+    });
+    let a = sim.join("/");
+    let b = sim.join("/");
+    assert_ne!(a.swarm_id, b.swarm_id);
+    let now = sim.now;
+    let h = &mut sim.hub;
+    assert_eq!(
+        h.signal(now, "forged", &b.peer_id, "1"),
+        Err(CoreError::InvalidToken)
+    );
+    assert_eq!(
+        h.signal(now, &a.token, &b.peer_id, "1"),
+        Err(CoreError::OtherSwarm(b.peer_id.clone()))
+    );
+    assert_eq!(
+        h.signal(now, &a.token, "nobody", "1"),
+        Err(CoreError::UnknownPeer("nobody".into()))
+    );
+    assert_eq!(
+        h.signal(now, &a.token, &a.peer_id, "1"),
+        Err(CoreError::SelfSignal)
+    );
+    // A peer id is not a token: knowing someone's id does not let you post as them.
+    assert_eq!(
+        h.signal(now, &a.peer_id, &b.peer_id, "1"),
+        Err(CoreError::InvalidToken)
+    );
+    assert_eq!(h.counters().signals_relayed, 0);
+}
+
+#[test]
+fn silent_peers_expire_and_their_swarm_is_told() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let now = sim.now;
+    sim.hub
+        .stream_opened(now, &b.token, None)
+        .expect("b streams");
+    // a neither streams nor posts; b's open stream keeps it alive.
+    assert!(sim.advance(Duration::from_secs(30)).removed.is_empty());
+    let tick = sim.advance(Duration::from_secs(20));
+    assert_eq!(tick.removed, vec![a.peer_id.clone()]);
+    assert_eq!(kinds_for(&tick.deliveries, &b.peer_id), ["peer-left"]);
+    let now = sim.now;
+    assert_eq!(
+        sim.hub.authenticate(now, &a.token),
+        Err(CoreError::InvalidToken)
+    );
+    // b closes its stream and goes quiet: it expires too, and the swarm is gone.
+    sim.hub.stream_closed(sim.now, &b.peer_id);
+    assert_eq!(
+        sim.advance(Duration::from_secs(46)).removed,
+        vec![b.peer_id]
+    );
+    assert_eq!(sim.hub.swarm_count(), 0);
+    assert_eq!(sim.hub.counters().peers_expired, 2);
+}
+
+#[test]
+fn posting_counts_as_a_heartbeat() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    for _ in 0..10 {
+        assert!(sim.advance(Duration::from_secs(30)).removed.is_empty());
+        let now = sim.now;
+        sim.hub
+            .announce(now, &a.token, Announce::default())
+            .expect("announce");
+    }
+}
+
+#[test]
+fn a_reconnecting_stream_resumes_after_its_last_event_id() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let now = sim.now;
+    let ids: Vec<u64> = (0..5)
+        .map(|i| {
+            let d = sim
+                .hub
+                .signal(now, &a.token, &b.peer_id, &i.to_string())
+                .expect("relay");
+            d.event.id.expect("signals are numbered")
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[1] > w[0]));
+    let start = sim
+        .hub
+        .stream_opened(now, &b.token, Some(ids[2]))
+        .expect("resume");
+    assert_eq!(start.events[0].kind, "hello");
+    assert_eq!(start.events[0].id, None);
+    let replayed: Vec<u64> = start.events[1..].iter().filter_map(|e| e.id).collect();
+    assert_eq!(replayed, ids[3..]);
+}
+
+#[test]
+fn the_replay_buffer_is_bounded_by_count_and_bytes() {
+    let mut sim = Sim::new(HubConfig {
+        replay_events: 8,
+        replay_bytes: 4096,
+        ..HubConfig::default()
+    });
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let now = sim.now;
+    for _ in 0..100 {
+        sim.hub
+            .signal(now, &a.token, &b.peer_id, "1")
+            .expect("relay");
+    }
+    let start = sim.hub.stream_opened(now, &b.token, Some(0)).expect("open");
+    assert_eq!(start.events.len(), 1 + 8);
+    let big = format!("\"{}\"", "x".repeat(1500));
+    for _ in 0..10 {
+        sim.hub
+            .signal(now, &a.token, &b.peer_id, &big)
+            .expect("relay");
+    }
+    let start = sim.hub.stream_opened(now, &b.token, Some(0)).expect("open");
+    let bytes: usize = start.events[1..].iter().map(|e| e.data.len()).sum();
+    assert!(bytes <= 4096, "{bytes}");
+}
+
+#[test]
+fn the_worker_is_suggested_first_and_told_what_is_hot() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let now = sim.now;
+    let announce = Announce {
+        have: vec![rid(1)],
+        paths: vec![(rid(1), "/img/a.jpg".into())],
+        ..Announce::default()
+    };
+    sim.hub.announce(now, &a.token, announce).expect("announce");
+    let w = sim.join_worker(&a.swarm_id);
+    assert_eq!(w.role, Role::Worker);
+    assert_eq!(
+        kinds_for(&w.deliveries, &a.peer_id),
+        ["peer-joined", "worker-up"]
+    );
+    let hot: Vec<&Delivery> = w
+        .deliveries
+        .iter()
+        .filter(|d| d.event.kind == "hot")
+        .collect();
+    assert_eq!(hot.len(), 1);
+    assert!(hot[0].event.data.contains("/img/a.jpg"));
+    // A new visitor meets the worker first, then the peer that holds something.
+    let b = sim.join("/");
+    assert_eq!(b.peers, [w.peer_id.clone(), a.peer_id.clone()]);
+    assert_eq!(b.worker.as_deref(), Some(w.peer_id.as_str()));
+    // A resource first seen after the worker joined is pushed to it as hot.
+    let now = sim.now;
+    let (answer, ds) = sim
+        .hub
+        .announce(
+            now,
+            &b.token,
+            Announce {
+                want: vec![rid(1)],
+                paths: vec![(rid(2), "/img/b.jpg".into())],
+                ..Announce::default()
+            },
+        )
+        .expect("announce");
+    assert_eq!(answer.peers, [w.peer_id.clone(), a.peer_id]);
+    assert_eq!(kinds_for(&ds, &w.peer_id), ["hot"]);
+    assert!(ds[0].event.data.contains("/img/b.jpg") && !ds[0].event.data.contains("/img/a.jpg"));
+}
+
+#[test]
+fn a_worker_going_down_is_announced_and_a_replacement_takes_its_place() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let w1 = sim.join_worker(&a.swarm_id);
+    let now = sim.now;
+    let down = sim.hub.worker_down(now, &a.swarm_id);
+    assert_eq!(kinds_for(&down, &a.peer_id), ["worker-down"]);
+    assert_eq!(
+        sim.hub.authenticate(now, &w1.token),
+        Err(CoreError::InvalidToken)
+    );
+    let w2 = sim.join_worker(&a.swarm_id);
+    assert_eq!(
+        kinds_for(&w2.deliveries, &a.peer_id),
+        ["peer-joined", "worker-up"]
+    );
+    // A second worker for the same swarm replaces the first.
+    let w3 = sim.join_worker(&a.swarm_id);
+    assert!(w3
+        .deliveries
+        .iter()
+        .any(|d| d.event.data.contains(&w2.peer_id)));
+    assert_eq!(
+        sim.hub.swarms()[0].worker.as_deref(),
+        Some(w3.peer_id.as_str())
+    );
+    sim.hub.check();
+}
+
+#[test]
+fn a_worker_cannot_join_a_swarm_that_does_not_exist() {
+    let mut sim = Sim::new(HubConfig::default());
+    let ids = sim.ids();
+    let req = JoinRequest {
+        scope: "/".into(),
+        role: JoinAs::Worker { swarm: "s9".into() },
+        have: vec![],
+    };
+    assert_eq!(
+        sim.hub.join(sim.now, req, ids).map(|_| ()),
+        Err(CoreError::UnknownSwarm("s9".into()))
+    );
+}
+
+#[test]
+fn an_idle_swarm_keeps_its_worker_until_released() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let w = sim.join_worker(&a.swarm_id);
+    let now = sim.now;
+    sim.hub
+        .stream_opened(now, &w.token, None)
+        .expect("worker streams");
+    sim.hub.leave(now, &a.token).expect("leave");
+    let info = &sim.hub.swarms()[0];
+    assert_eq!(info.visitors, 0);
+    assert_eq!(info.idle_since, Some(now));
+    sim.hub.worker_down(now, &a.swarm_id);
+    assert_eq!(sim.hub.swarm_count(), 0);
+}
+
+#[test]
+fn bad_announces_are_refused_without_changing_state() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let now = sim.now;
+    let bad_id = Announce {
+        have: vec!["not-an-id".into()],
+        ..Announce::default()
+    };
+    assert!(matches!(
+        sim.hub.announce(now, &a.token, bad_id),
+        Err(CoreError::BadRequest(_))
+    ));
+    let bad_path = Announce {
+        paths: vec![(rid(3), "/../etc/passwd".into())],
+        ..Announce::default()
+    };
+    assert!(matches!(
+        sim.hub.announce(now, &a.token, bad_path),
+        Err(CoreError::BadPath(_))
+    ));
+    assert_eq!(sim.hub.swarms()[0].resources, 0);
+}
+
+#[test]
+fn many_peers_churning_keep_every_invariant() {
+    // A deterministic pseudo-random walk: joins, leaves, signals, silence.
+    let mut sim = Sim::new(HubConfig {
+        peers_per_swarm: 5,
+        max_peers: 60,
+        ..HubConfig::default()
+    });
+    let mut live: Vec<Joined> = Vec::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..5000 {
+        let now = sim.now;
+        match next() % 10 {
+            0..=3 => {
+                let ids = sim.ids();
+                let req = JoinRequest {
+                    scope: if next() % 4 == 0 {
+                        "/b/".into()
+                    } else {
+                        "/".into()
+                    },
+                    role: JoinAs::Visitor,
+                    have: vec![],
+                };
+                match sim.hub.join(now, req, ids) {
+                    Ok(j) => live.push(j),
+                    Err(e) => assert_eq!(e, CoreError::ServerFull(60)),
+                }
+            }
+            4 if !live.is_empty() => {
+                let j = live.swap_remove((next() as usize) % live.len());
+                sim.hub.leave(now, &j.token).expect("live peer can leave");
+            }
+            5..=8 if live.len() > 1 => {
+                let a = &live[(next() as usize) % live.len()];
+                let b = &live[(next() as usize) % live.len()];
+                let r = sim.hub.signal(now, &a.token, &b.peer_id, "{}");
+                let same = sim.hub.swarm_of(&a.peer_id) == sim.hub.swarm_of(&b.peer_id);
+                match r {
+                    Ok(d) => assert!(same && d.to == b.peer_id),
+                    Err(CoreError::SelfSignal) => assert_eq!(a.peer_id, b.peer_id),
+                    Err(CoreError::OtherSwarm(_)) => assert!(!same),
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+            _ => {
+                let tick = sim.advance(Duration::from_secs(20));
+                live.retain(|j| !tick.removed.contains(&j.peer_id));
+                // Half the survivors post a heartbeat.
+                let now = sim.now;
+                for j in &live {
+                    if next() % 2 == 0 {
+                        sim.hub
+                            .announce(now, &j.token, Announce::default())
+                            .expect("heartbeat");
+                    }
+                }
+            }
+        }
+        sim.hub.check();
+        assert_eq!(sim.hub.peer_count(), live.len());
+    }
+}

@@ -1,0 +1,104 @@
+//! The service worker, client and agent files of `sw/`, embedded at build time
+//! (or read from `--sw-dir` while developing them).
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use whis_core::path::SitePath;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+include!(concat!(env!("OUT_DIR"), "/embedded_sw.rs"));
+
+/// `sw/whis-sw.js` is served at `/whis-sw.js` (its scope must be `/`); every
+/// other `sw/X` at `/whis/X`.
+fn sw_relative(path: &str) -> Option<&str> {
+    if path == "/whis-sw.js" {
+        Some("whis-sw.js")
+    } else {
+        path.strip_prefix("/whis/").filter(|rel| !rel.is_empty())
+    }
+}
+
+fn content_type(rel: &str) -> &'static str {
+    match rel.rsplit('.').next() {
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct WorkerQuery {
+    secret: Option<String>,
+}
+
+pub async fn serve(
+    req: HttpRequest,
+    query: web::Query<WorkerQuery>,
+    state: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    let path = SitePath::parse(req.uri().path())?;
+    let rel = sw_relative(path.as_str()).ok_or_else(|| ApiError::NotFound(path.as_str().into()))?;
+    if rel == "worker.html" && query.secret.as_deref() != Some(state.worker_secret.as_str()) {
+        return Err(ApiError::Forbidden(
+            "the worker page is only for the server's own worker browsers",
+        ));
+    }
+    let body: Vec<u8> = match &state.config.sw_dir {
+        Some(dir) => {
+            let mut full = dir.clone();
+            for seg in rel.split('/') {
+                full.push(seg);
+            }
+            std::fs::read(&full).map_err(|_| ApiError::NotFound(path.as_str().into()))?
+        }
+        None => EMBEDDED
+            .iter()
+            .find(|(name, _)| *name == rel)
+            .map(|(_, bytes)| bytes.to_vec())
+            .ok_or_else(|| ApiError::NotFound(path.as_str().into()))?,
+    };
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::CONTENT_TYPE, content_type(rel)))
+        // The browser checks for a new service worker on every navigation anyway;
+        // no-cache keeps every Whis file in step with the running server.
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    if rel == "whis-sw.js" {
+        res.insert_header(("service-worker-allowed", "/"));
+    }
+    Ok(res.body(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_onto_sw_files() {
+        assert_eq!(sw_relative("/whis-sw.js"), Some("whis-sw.js"));
+        assert_eq!(sw_relative("/whis/client.js"), Some("client.js"));
+        assert_eq!(sw_relative("/whis/lib/wire.js"), Some("lib/wire.js"));
+        assert_eq!(sw_relative("/whis/"), None);
+        assert_eq!(sw_relative("/other.js"), None);
+    }
+
+    #[test]
+    fn the_client_is_embedded() {
+        for needed in ["client.js", "whis-sw.js", "sw-lib.js"] {
+            assert!(
+                EMBEDDED.iter().any(|(n, b)| *n == needed && !b.is_empty()),
+                "{needed} is embedded"
+            );
+        }
+        assert!(
+            !EMBEDDED.iter().any(|(n, _)| n.starts_with("test/")),
+            "tests are not shipped"
+        );
+    }
+}

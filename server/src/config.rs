@@ -1,0 +1,220 @@
+//! Command line and the plain `Config` the server runs from (tests build one directly).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use whis_core::manifest::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
+
+/// Default piece size: 256 KiB. Small enough that a 300 KB image is spread over
+/// two peers and a piece crosses a data channel in a few milliseconds, large
+/// enough that manifests stay short (a 5 MB video is 20 hashes) and per-piece
+/// overheads (request round trip, hash call, IndexedDB write) are amortised.
+pub const DEFAULT_PIECE_SIZE: u32 = 256 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "whis",
+    version,
+    about = "Peer-to-peer delivery for ordinary websites: the visitors of a site share its bytes over WebRTC."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a site (static root or reverse proxy) with Whis signaling, tracker,
+    /// manifests and worker browsers. With no arguments: demo-site/ on 127.0.0.1:8080.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Serve the files of DIR as the origin (default: demo-site/ next to the
+    /// current directory or the binary).
+    #[arg(long, value_name = "DIR", conflicts_with = "origin")]
+    pub root: Option<PathBuf>,
+    /// Reverse-proxy an existing site at URL (http://host:port) instead of serving files.
+    #[arg(long, value_name = "URL")]
+    pub origin: Option<String>,
+    /// Address to listen on; port 0 picks a free port. The bound address is
+    /// printed as `listening on http://ADDR:PORT`.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Do not start headless Chromium worker browsers (super-seeds).
+    #[arg(long)]
+    pub no_workers: bool,
+    /// Visitors per swarm; each swarm gets one worker browser.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub peers_per_worker: u32,
+    /// Most worker browsers at once (default: one per 1.5 GiB of memory, at most 2 per core).
+    #[arg(long, value_name = "N")]
+    pub max_workers: Option<u32>,
+    /// Chromium executable for worker browsers (else $CHROME, $CHROMIUM, then the usual paths).
+    #[arg(long, value_name = "PATH")]
+    pub chromium: Option<PathBuf>,
+    /// Piece size in bytes for manifests (16 KiB to 4 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_PIECE_SIZE,
+          value_parser = clap::value_parser!(u32).range(MIN_PIECE_SIZE as i64..=MAX_PIECE_SIZE as i64))]
+    pub piece_size: u32,
+    /// Smallest resource (bytes) worth sharing; smaller ones go straight to the origin.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    pub min_size: u64,
+    /// Most peers across all swarms.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub max_peers: usize,
+    /// Allow pages on this origin (e.g. https://example.com) to use the signaling
+    /// API cross-origin (CORS). Repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Serve the service worker files from this folder instead of the copy
+    /// embedded in the binary (for developing sw/ without rebuilding).
+    #[arg(long, value_name = "DIR")]
+    pub sw_dir: Option<PathBuf>,
+    /// Directory for worker browser profiles (one persistent folder per slot).
+    #[arg(long, value_name = "DIR")]
+    pub worker_dir: Option<PathBuf>,
+}
+
+/// Where the site's bytes come from.
+#[derive(Debug, Clone)]
+pub enum OriginConfig {
+    Static { root: PathBuf },
+    Proxy { base: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub origin: OriginConfig,
+    pub piece_size: u32,
+    pub min_size: u64,
+    pub peers_per_swarm: usize,
+    pub max_peers: usize,
+    pub allow_origins: Vec<String>,
+    pub sw_dir: Option<PathBuf>,
+    /// Largest JSON request body.
+    pub max_body: usize,
+    /// Per-peer SSE queue (events); a slower reader is disconnected and resumes.
+    pub sse_queue: usize,
+    pub keep_alive: Duration,
+    pub heartbeat_timeout: Duration,
+    pub workers: WorkerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    pub chromium: Option<PathBuf>,
+    pub max_workers: usize,
+    pub profile_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// A config for tests: a static root on 127.0.0.1:0, no workers.
+    pub fn for_root(root: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            origin: OriginConfig::Static { root: root.into() },
+            piece_size: DEFAULT_PIECE_SIZE,
+            min_size: 16 * 1024,
+            peers_per_swarm: 30,
+            max_peers: 20_000,
+            allow_origins: Vec::new(),
+            sw_dir: None,
+            max_body: 64 * 1024,
+            sse_queue: 256,
+            keep_alive: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(45),
+            workers: WorkerSettings {
+                enabled: false,
+                chromium: None,
+                max_workers: default_max_workers(),
+                profile_dir: None,
+            },
+        }
+    }
+}
+
+/// One worker per 1.5 GiB of memory, at most two per core, at least one.
+pub fn default_max_workers() -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                })
+        })
+        .map(|kb| kb as f64 / (1024.0 * 1024.0))
+        .unwrap_or(4.0);
+    ((mem_gib / 1.5) as usize).clamp(1, cores * 2)
+}
+
+impl ServeArgs {
+    /// Turn flags into a config; `demo_root` finds demo-site/ when neither
+    /// --root nor --origin is given.
+    pub fn into_config(self) -> Result<Config, String> {
+        let origin = match (self.root, self.origin) {
+            (_, Some(url)) => {
+                let base = url.trim_end_matches('/').to_string();
+                if !base.starts_with("http://") || base.len() < 8 {
+                    return Err(format!("--origin must be an http:// URL (whis sits beside the origin; TLS belongs to the front proxy), got {url:?}"));
+                }
+                OriginConfig::Proxy { base }
+            }
+            (Some(root), None) => OriginConfig::Static { root },
+            (None, None) => OriginConfig::Static {
+                root: find_demo_site().ok_or(
+                    "no --root or --origin given and no demo-site/ found next to the current directory or the binary",
+                )?,
+            },
+        };
+        if let OriginConfig::Static { root } = &origin {
+            if !root.is_dir() {
+                return Err(format!("--root {} is not a directory", root.display()));
+            }
+        }
+        let mut cfg = Config::for_root(PathBuf::new());
+        cfg.listen = self.listen;
+        cfg.origin = origin;
+        cfg.piece_size = self.piece_size;
+        cfg.min_size = self.min_size.max(1);
+        cfg.peers_per_swarm = self.peers_per_worker as usize;
+        cfg.max_peers = self.max_peers.max(1);
+        cfg.allow_origins = self.allow_origin;
+        cfg.sw_dir = self.sw_dir;
+        cfg.workers = WorkerSettings {
+            enabled: !self.no_workers,
+            chromium: self.chromium,
+            max_workers: self
+                .max_workers
+                .map(|n| n as usize)
+                .unwrap_or_else(default_max_workers),
+            profile_dir: self.worker_dir,
+        };
+        Ok(cfg)
+    }
+}
+
+fn find_demo_site() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        candidates.extend(cwd.ancestors().map(|d| d.join("demo-site")));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().skip(1).map(|d| d.join("demo-site")));
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("index.html").is_file())
+}

@@ -1,0 +1,164 @@
+//! The `whis` server: signaling over SSE + POST, tracker, manifest service,
+//! static origin or reverse proxy, worker-browser supervision and metrics.
+//!
+//! # Run loop
+//! [`start`] binds the listener, spawns the actix server and the background
+//! tasks (heartbeat expiry, manifest warm-up, worker supervisor) and returns a
+//! [`Running`] handle; [`Running::stop`] closes every event stream, stops the
+//! supervisor (no Chromium is left behind) and shuts the HTTP server down.
+//! Tests start it on `127.0.0.1:0` exactly as `whis serve` does.
+
+pub mod assets;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod manifests;
+pub mod metrics;
+pub mod origin;
+pub mod routes;
+pub mod signaling;
+pub mod state;
+pub mod workers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use state::AppState;
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    handle: actix_web::dev::ServerHandle,
+    server: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Close every event stream, stop background tasks and the HTTP server.
+    pub async fn stop(self) {
+        self.state.signaling().close_all();
+        for task in &self.background {
+            task.abort();
+        }
+        self.handle.stop(true).await;
+        let _ = self.server.await;
+    }
+
+    /// Run until SIGINT or SIGTERM, then stop gracefully.
+    pub async fn until_signal(self) {
+        wait_for_signal().await;
+        log::info!("shutting down: closing event streams and worker browsers");
+        self.stop().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Bind, start serving and return at once.
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    let addr = listener.local_addr()?;
+    let workers = workers::WorkerHandle::new(false);
+    let state = AppState::new(config, workers);
+    let app_state = web::Data::new(Arc::clone(&state));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(web::Data::new(
+                awc::Client::builder().disable_redirects().finish(),
+            ))
+            .wrap(from_fn(routes::cors))
+            .service(web::resource("/whis-sw.js").get(assets::serve))
+            .service(
+                web::scope("/whis")
+                    .service(
+                        web::resource("/join")
+                            .post(signaling::join)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/events")
+                            .get(signaling::events)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/signal")
+                            .post(signaling::signal)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/announce")
+                            .post(signaling::announce)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/leave")
+                            .post(signaling::leave)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
+                    .service(
+                        web::resource("/manifest")
+                            .get(routes::manifest)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
+                    .service(web::resource("/health").get(metrics::health))
+                    .service(web::resource("/metrics").get(metrics::metrics))
+                    .service(web::resource("/{file:.*}").get(assets::serve))
+                    .default_service(web::to(routes::not_found)),
+            )
+            .default_service(web::to(origin::serve))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(5)
+    .workers(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8),
+    )
+    .run();
+    let handle = server.handle();
+    let server = tokio::spawn(server);
+    let background = vec![
+        tokio::spawn(signaling::heartbeat_loop(Arc::clone(&state))),
+        tokio::spawn(manifests::warm(Arc::clone(&state))),
+    ];
+    Ok(Running {
+        addr,
+        state,
+        handle,
+        server,
+        background,
+    })
+}

@@ -1,0 +1,364 @@
+//! The manifest service: piece hashes for every shareable resource.
+//!
+//! A manifest is computed once per file version and cached by its validator
+//! (size + mtime for files; ETag/Last-Modified for a proxied origin). Hashing
+//! runs one at a time under `computing`, and the cache is checked again inside,
+//! so two visitors asking at once never hash the same version twice.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::http::{header, StatusCode};
+use futures_util::StreamExt;
+use whis_core::manifest::{ineligible_reason, Manifest, ManifestBuilder, ReplayHeaders};
+use whis_core::path::SitePath;
+
+use crate::config::{Config, OriginConfig};
+use crate::error::ApiError;
+use crate::origin;
+use crate::state::AppState;
+
+/// A proxied manifest is trusted this long before the origin is asked again
+/// (cheaply, with a conditional request).
+const PROXY_REVALIDATE: Duration = Duration::from_secs(10);
+/// Largest resource hashed for a manifest (bigger ones go straight to the origin).
+const MAX_RESOURCE: u64 = 2 * 1024 * 1024 * 1024;
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum Validator {
+    File {
+        len: u64,
+        etag: String,
+    },
+    Http {
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+}
+
+struct Entry {
+    validator: Validator,
+    manifest: Arc<Manifest>,
+    checked: Instant,
+}
+
+pub struct ManifestService {
+    piece_size: u32,
+    min_size: u64,
+    cache: Mutex<HashMap<String, Entry>>,
+    computing: tokio::sync::Mutex<()>,
+}
+
+impl ManifestService {
+    pub fn new(config: &Config) -> Self {
+        ManifestService {
+            piece_size: config.piece_size,
+            min_size: config.min_size,
+            cache: Mutex::new(HashMap::new()),
+            computing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self, key: &str, validator: Option<&Validator>) -> Option<Arc<Manifest>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let e = cache.get(key)?;
+        match validator {
+            Some(v) if *v != e.validator => None,
+            _ => Some(Arc::clone(&e.manifest)),
+        }
+    }
+
+    fn store(&self, key: String, validator: Validator, manifest: Arc<Manifest>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(
+            key,
+            Entry {
+                validator,
+                manifest,
+                checked: Instant::now(),
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), ApiError> {
+        if size < self.min_size {
+            return Err(ApiError::Ineligible(format!(
+                "{size} bytes is under the minimum of {} worth sharing",
+                self.min_size
+            )));
+        }
+        if size > MAX_RESOURCE {
+            return Err(ApiError::Ineligible(format!(
+                "{size} bytes is over the largest shared resource"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The manifest for `path`, computing it if this version is new.
+    pub async fn get(
+        &self,
+        state: &Arc<AppState>,
+        client: &awc::Client,
+        path: &SitePath,
+    ) -> Result<Arc<Manifest>, ApiError> {
+        if path.is_whis_internal() {
+            return Err(ApiError::Ineligible(
+                "Whis's own files are not shared".into(),
+            ));
+        }
+        match &state.config.origin {
+            OriginConfig::Static { root } => self.for_file(state, root, path).await,
+            OriginConfig::Proxy { base } => self.for_proxied(state, client, base, path).await,
+        }
+    }
+
+    pub(crate) async fn for_file(
+        &self,
+        state: &Arc<AppState>,
+        root: &std::path::Path,
+        path: &SitePath,
+    ) -> Result<Arc<Manifest>, ApiError> {
+        let file = origin::resolve_file(root, path)?;
+        self.check_size(file.meta.len())?;
+        let validator = Validator::File {
+            len: file.meta.len(),
+            etag: origin::etag_for(&file.meta),
+        };
+        if let Some(m) = self.cached(&file.site_path, Some(&validator)) {
+            return Ok(m);
+        }
+        let _one_at_a_time = self.computing.lock().await;
+        if let Some(m) = self.cached(&file.site_path, Some(&validator)) {
+            return Ok(m);
+        }
+        let headers = ReplayHeaders {
+            content_type: Some(origin::content_type_for(&file.path)),
+            etag: Some(origin::etag_for(&file.meta)),
+            last_modified: Some(origin::last_modified_for(&file.meta)),
+            cache_control: Some(origin::cache_control_for(&file.path).to_string()),
+        };
+        let piece_size = self.piece_size;
+        let fs_path = file.path.clone();
+        let site_path = path.as_str().to_string();
+        let expected = file.meta.len();
+        let manifest = tokio::task::spawn_blocking(move || -> std::io::Result<Manifest> {
+            let mut f = std::fs::File::open(&fs_path)?;
+            let mut builder = ManifestBuilder::new(piece_size);
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                builder.update(&buf[..n]);
+            }
+            if builder.size() != expected {
+                return Err(std::io::Error::other("file changed while it was hashed"));
+            }
+            Ok(builder.finish(&site_path, headers))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+        .map_err(|e| ApiError::Unavailable(format!("could not hash {}: {e}", path.as_str())))?;
+        state
+            .metrics
+            .manifests_computed
+            .fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "manifest {} = {} ({} pieces)",
+            path.as_str(),
+            &manifest.id[..12],
+            manifest.pieces.len()
+        );
+        let manifest = Arc::new(manifest);
+        self.store(file.site_path, validator, Arc::clone(&manifest));
+        Ok(manifest)
+    }
+
+    async fn for_proxied(
+        &self,
+        state: &Arc<AppState>,
+        client: &awc::Client,
+        base: &str,
+        path: &SitePath,
+    ) -> Result<Arc<Manifest>, ApiError> {
+        let key = path.as_str().to_string();
+        let fresh = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(&key)
+                .filter(|e| e.checked.elapsed() < PROXY_REVALIDATE)
+                .map(|e| Arc::clone(&e.manifest))
+        };
+        if let Some(m) = fresh {
+            return Ok(m);
+        }
+        let _one_at_a_time = self.computing.lock().await;
+        let previous = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(&key)
+                .map(|e| (e.validator.clone(), Arc::clone(&e.manifest), e.checked))
+        };
+        if let Some((_, m, checked)) = &previous {
+            if checked.elapsed() < PROXY_REVALIDATE {
+                return Ok(Arc::clone(m));
+            }
+        }
+        let url = format!("{base}{}", path.as_str());
+        let mut request = client
+            .get(&url)
+            .no_decompress()
+            .timeout(Duration::from_secs(60));
+        if let Some((
+            Validator::Http {
+                etag,
+                last_modified,
+            },
+            _,
+            _,
+        )) = &previous
+        {
+            if let Some(e) = etag {
+                request = request.insert_header((header::IF_NONE_MATCH, e.as_str()));
+            } else if let Some(lm) = last_modified {
+                request = request.insert_header((header::IF_MODIFIED_SINCE, lm.as_str()));
+            }
+        }
+        let mut res = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Origin(format!("{url}: {e}")))?;
+        if res.status() == StatusCode::NOT_MODIFIED {
+            if let Some((v, m, _)) = previous {
+                self.store(key, v, Arc::clone(&m));
+                return Ok(m);
+            }
+        }
+        match res.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(ApiError::NotFound(key)),
+            other => return Err(ApiError::Origin(format!("{url} answered {other}"))),
+        }
+        let h = res.headers();
+        let text = |name: header::HeaderName| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(reason) = ineligible_reason(
+            text(header::CACHE_CONTROL).as_deref(),
+            h.contains_key(header::SET_COOKIE),
+            text(header::VARY).as_deref(),
+        ) {
+            return Err(ApiError::Ineligible(reason.into()));
+        }
+        if h.contains_key(header::CONTENT_ENCODING) {
+            return Err(ApiError::Ineligible(
+                "the origin sent an encoded (compressed) body".into(),
+            ));
+        }
+        let headers = ReplayHeaders {
+            content_type: text(header::CONTENT_TYPE),
+            etag: text(header::ETAG),
+            last_modified: text(header::LAST_MODIFIED),
+            cache_control: text(header::CACHE_CONTROL),
+        };
+        let validator = Validator::Http {
+            etag: headers.etag.clone(),
+            last_modified: headers.last_modified.clone(),
+        };
+        let mut builder = ManifestBuilder::new(self.piece_size);
+        while let Some(chunk) = res.next().await {
+            let chunk = chunk.map_err(|e| ApiError::Origin(format!("{url}: {e}")))?;
+            builder.update(&chunk);
+            state
+                .metrics
+                .manifest_fetch_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if builder.size() > MAX_RESOURCE {
+                return Err(ApiError::Ineligible(
+                    "the resource is over the largest shared size".into(),
+                ));
+            }
+        }
+        self.check_size(builder.size())?;
+        let manifest = Arc::new(builder.finish(path.as_str(), headers));
+        state
+            .metrics
+            .manifests_computed
+            .fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "manifest {} = {} (proxied)",
+            path.as_str(),
+            &manifest.id[..12]
+        );
+        self.store(key, validator, Arc::clone(&manifest));
+        Ok(manifest)
+    }
+}
+
+/// Hash every shareable file under a static root ahead of the first visitor.
+pub async fn warm(state: Arc<AppState>) {
+    let OriginConfig::Static { root } = &state.config.origin else {
+        return;
+    };
+    let mut stack = vec![(root.clone(), String::new())];
+    let mut n = 0;
+    while let Some((dir, prefix)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let site = format!("{prefix}/{name}");
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push((entry.path(), site));
+            } else if kind.is_file()
+                && entry
+                    .metadata()
+                    .is_ok_and(|m| m.len() >= state.config.min_size)
+            {
+                let encoded = encode_path(&site);
+                if let Ok(path) = SitePath::parse(&encoded) {
+                    if state.manifests.for_file(&state, root, &path).await.is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    log::info!("manifests ready for {n} files under {}", root.display());
+}
+
+/// Percent-encode what `SitePath::parse` would otherwise read as syntax.
+fn encode_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
