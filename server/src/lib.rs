@@ -9,6 +9,7 @@
 //! Tests start it on `127.0.0.1:0` exactly as `whis serve` does.
 
 pub mod assets;
+pub mod browser;
 pub mod config;
 pub mod error;
 pub mod ids;
@@ -36,6 +37,7 @@ pub struct Running {
     handle: actix_web::dev::ServerHandle,
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
+    supervisor: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Running {
@@ -48,6 +50,10 @@ impl Running {
         self.state.signaling().close_all();
         for task in &self.background {
             task.abort();
+        }
+        if let Some((stop, task)) = self.supervisor {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         self.handle.stop(true).await;
         let _ = self.server.await;
@@ -88,8 +94,27 @@ async fn wait_for_signal() {
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
-    let workers = workers::WorkerHandle::new(false);
+    let chromium = if config.workers.enabled {
+        let found = browser::find_chromium(config.workers.chromium.as_deref());
+        if found.is_none() {
+            log::warn!(
+                "no Chromium found (--chromium PATH, $CHROME, $CHROMIUM or /usr/bin/chromium): \
+                 running WITHOUT worker browsers; visitors still share with each other"
+            );
+        }
+        found
+    } else {
+        None
+    };
+    let workers = workers::WorkerHandle::new(chromium.is_some());
     let state = AppState::new(config, workers);
+    // Workers and prerender reach the server on loopback even if it listens on 0.0.0.0.
+    let reach = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    state.set_base_url(format!("http://{reach}"));
     let app_state = web::Data::new(Arc::clone(&state));
     let server = HttpServer::new(move || {
         App::new()
@@ -131,6 +156,11 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
                             .get(routes::manifest)
                             .default_service(web::to(routes::method_not_allowed)),
                     )
+                    .service(
+                        web::resource("/render")
+                            .get(routes::render)
+                            .default_service(web::to(routes::method_not_allowed)),
+                    )
                     .service(web::resource("/health").get(metrics::health))
                     .service(web::resource("/metrics").get(metrics::metrics))
                     .service(web::resource("/{file:.*}").get(assets::serve))
@@ -154,11 +184,34 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         tokio::spawn(signaling::heartbeat_loop(Arc::clone(&state))),
         tokio::spawn(manifests::warm(Arc::clone(&state))),
     ];
+    let supervisor = chromium.map(|chromium| {
+        let profile_root =
+            state.config.workers.profile_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("whis-workers-{}", addr.port()))
+            });
+        let env = workers::WorkerEnv {
+            chromium,
+            base_url: state.base_url().to_string(),
+            profile_root,
+            secret: state.worker_secret.clone(),
+        };
+        let (render_tx, render_rx) = tokio::sync::mpsc::channel(32);
+        state.workers.set_render_queue(render_tx);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(workers::supervise(
+            Arc::clone(&state),
+            env,
+            render_rx,
+            stop_rx,
+        ));
+        (stop_tx, task)
+    });
     Ok(Running {
         addr,
         state,
         handle,
         server,
         background,
+        supervisor,
     })
 }

@@ -38,6 +38,31 @@ pub async fn manifest(
         .json(&*manifest))
 }
 
+/// `GET /whis/render?path=/page`: the page as a worker browser renders it.
+pub async fn render(
+    query: Result<web::Query<ManifestQuery>, actix_web::Error>,
+    state: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let raw = query
+        .path
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("missing ?path=/the/page".into()))?;
+    let path = SitePath::parse(raw)?;
+    if path.is_whis_internal() {
+        return Err(ApiError::Core(whis_core::CoreError::BadPath(
+            "Whis's own pages are not rendered",
+        )));
+    }
+    let url = format!("{}{}", state.base_url(), path.as_str());
+    let html = state.workers.render(path.as_str(), url).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-whis-rendered", "1"))
+        .body(html))
+}
+
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }

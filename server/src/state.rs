@@ -25,6 +25,8 @@ pub struct AppState {
     pub worker_secret: String,
     pub started: Instant,
     pub workers: crate::workers::WorkerHandle,
+    /// `http://ADDR:PORT` as the server's own pages and workers reach it.
+    base_url: std::sync::OnceLock<String>,
 }
 
 #[derive(Default)]
@@ -149,7 +151,19 @@ impl AppState {
             started: Instant::now(),
             workers,
             config,
+            base_url: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn set_base_url(&self, url: String) {
+        let _ = self.base_url.set(url);
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.base_url
+            .get()
+            .map(String::as_str)
+            .unwrap_or("http://127.0.0.1")
     }
 
     /// The signaling lock. A poisoned lock means a panic mid-update; the hub's

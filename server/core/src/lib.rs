@@ -17,5 +17,6 @@ pub mod error;
 pub mod hub;
 pub mod manifest;
 pub mod path;
+pub mod supervisor;
 
 pub use error::CoreError;
