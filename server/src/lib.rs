@@ -11,6 +11,7 @@
 pub mod assets;
 pub mod browser;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod ids;
 pub mod manifests;
@@ -161,6 +162,8 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
                             .get(routes::render)
                             .default_service(web::to(routes::method_not_allowed)),
                     )
+                    .service(web::resource("/dashboard").get(dashboard::page))
+                    .service(web::resource("/dashboard/events").get(dashboard::events))
                     .service(web::resource("/health").get(metrics::health))
                     .service(web::resource("/metrics").get(metrics::metrics))
                     .service(web::resource("/{file:.*}").get(assets::serve))

@@ -1,0 +1,225 @@
+//! Harness for end-to-end runs: a real `whis` started in-process on
+//! `127.0.0.1:0`, and visitors that are real headless Chromium processes, each
+//! with a profile directory of its own (so each has its own service worker,
+//! IndexedDB and cache, like separate people).
+//!
+//! A missing Chromium is an error, never a skip: the e2e suite exists to run
+//! browsers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::Page;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use whis::browser::{self, Launched};
+use whis::config::{Config, OriginConfig};
+use whis::Running;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The demo site shipped in the repository.
+pub fn demo_site() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo-site")
+}
+
+/// Chromium for the tests; panics with the fix when it is missing.
+pub fn chromium() -> PathBuf {
+    browser::find_chromium(None).unwrap_or_else(|| {
+        panic!(
+            "e2e needs Chromium: install it with `apt-get install -y chromium` (or set $CHROMIUM)"
+        )
+    })
+}
+
+pub fn init_logs() {
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,whis=info"),
+    )
+    .is_test(true)
+    .try_init();
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "whis-e2e-{label}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `whis` serving `root` with workers off unless the caller turns them on.
+pub async fn start_whis(root: &Path, tweak: impl FnOnce(&mut Config)) -> Result<Running> {
+    let mut config = Config::for_root(root);
+    config.origin = OriginConfig::Static {
+        root: root.to_path_buf(),
+    };
+    tweak(&mut config);
+    Ok(whis::start(config).await?)
+}
+
+/// Body bytes the origin side has sent so far: the server's own count.
+pub fn origin_bytes(whis: &Running) -> u64 {
+    whis.state
+        .metrics
+        .origin_bytes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One visitor: its own Chromium process and profile.
+pub struct Visitor {
+    pub name: String,
+    launched: Option<Launched>,
+    pub page: Page,
+    _profile: Option<TempDir>,
+}
+
+impl Visitor {
+    /// A first-time visitor with an empty profile.
+    pub async fn launch(name: &str) -> Result<Visitor> {
+        let profile = TempDir::new(name);
+        let mut v = Visitor::launch_in(name, profile.path()).await?;
+        v._profile = Some(profile);
+        Ok(v)
+    }
+
+    /// A visitor whose profile lives at `dir` (kept by the caller: a returning visitor).
+    pub async fn launch_in(name: &str, dir: &Path) -> Result<Visitor> {
+        let launched = browser::launch(&chromium(), dir, &[]).await?;
+        let page = launched.browser.new_page("about:blank").await?;
+        Ok(Visitor {
+            name: name.to_string(),
+            launched: Some(launched),
+            page,
+            _profile: None,
+        })
+    }
+
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.page.goto(url).await?;
+        Ok(())
+    }
+
+    /// Evaluate an expression (promises are awaited) and return its JSON value.
+    pub async fn eval<T: DeserializeOwned>(&self, js: &str) -> Result<T> {
+        let params = EvaluateParams::builder()
+            .expression(js)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()?;
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            self.page.evaluate_expression(params),
+        )
+        .await
+        .map_err(|_| format!("{}: evaluating took over 60 s: {js}", self.name))??;
+        Ok(result.into_value()?)
+    }
+
+    /// Poll `js` (a boolean expression) until it is true.
+    pub async fn wait_for(&self, js: &str, within: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match self.eval::<bool>(js).await {
+                Ok(true) => return Ok(()),
+                Ok(false) | Err(_) if start.elapsed() < within => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(false) => {
+                    return Err(format!("{}: not true within {within:?}: {js}", self.name).into())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `window.whis.stats()` of the current page.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.eval("window.whis.stats()").await
+    }
+
+    pub fn pid(&mut self) -> Option<u32> {
+        self.launched.as_mut().and_then(|l| l.pid())
+    }
+
+    pub async fn close(mut self) {
+        if let Some(l) = self.launched.take() {
+            l.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Visitor {
+    fn drop(&mut self) {
+        if self.launched.is_some() {
+            log::warn!(
+                "visitor {} dropped without close(); its browser is killed on drop",
+                self.name
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub bytes_from_peers: u64,
+    pub bytes_from_worker: u64,
+    pub bytes_from_origin: u64,
+    pub peers: u64,
+    pub verified_pieces: u64,
+    pub rejected_pieces: u64,
+}
+
+/// Lowercase hex SHA-256 of a file on disk.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JS that fetches `url` in the page (through the service worker) and
+/// resolves to `{status, sha256, length}`.
+pub fn fetch_digest_js(url: &str, headers: &str) -> String {
+    format!(
+        r#"(async () => {{
+            const r = await fetch({url:?}, {{ headers: {headers} }});
+            const b = await r.arrayBuffer();
+            const d = await crypto.subtle.digest('SHA-256', b);
+            const hex = [...new Uint8Array(d)].map(x => x.toString(16).padStart(2, '0')).join('');
+            return {{ status: r.status, sha256: hex, length: b.byteLength, contentRange: r.headers.get('content-range') }};
+        }})()"#
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetched {
+    pub status: u16,
+    pub sha256: String,
+    pub length: u64,
+    pub content_range: Option<String>,
+}
