@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Directory for worker browser profiles (one persistent folder per slot).
     #[arg(long, value_name = "DIR")]
     pub worker_dir: Option<PathBuf>,
+    /// Serve only the site, with none of Whis (no /whis/ routes, no service
+    /// worker): a plain origin for comparisons and for testing fail-open.
+    #[arg(long)]
+    pub origin_only: bool,
 }
 
 /// Where the site's bytes come from.
@@ -96,6 +100,8 @@ pub struct Config {
     pub max_peers: usize,
     pub allow_origins: Vec<String>,
     pub sw_dir: Option<PathBuf>,
+    /// Serve the site only: no /whis/ routes, no service worker, no workers.
+    pub origin_only: bool,
     /// Largest JSON request body.
     pub max_body: usize,
     /// Per-peer SSE queue (events); a slower reader is disconnected and resumes.
@@ -125,6 +131,7 @@ impl Config {
             max_peers: 20_000,
             allow_origins: Vec::new(),
             sw_dir: None,
+            origin_only: false,
             max_body: 64 * 1024,
             sse_queue: 256,
             keep_alive: Duration::from_secs(10),
@@ -193,8 +200,9 @@ impl ServeArgs {
         cfg.max_peers = self.max_peers.max(1);
         cfg.allow_origins = self.allow_origin;
         cfg.sw_dir = self.sw_dir;
+        cfg.origin_only = self.origin_only;
         cfg.workers = WorkerSettings {
-            enabled: !self.no_workers,
+            enabled: !self.no_workers && !self.origin_only,
             chromium: self.chromium,
             max_workers: self
                 .max_workers

@@ -117,14 +117,18 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     };
     state.set_base_url(format!("http://{reach}"));
     let app_state = web::Data::new(Arc::clone(&state));
+    let origin_only = state.config.origin_only;
     let server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(app_state.clone())
             .app_data(web::Data::new(
                 awc::Client::builder().disable_redirects().finish(),
             ))
-            .wrap(from_fn(routes::cors))
-            .service(web::resource("/whis-sw.js").get(assets::serve))
+            .wrap(from_fn(routes::cors));
+        if origin_only {
+            return app.default_service(web::to(origin::serve));
+        }
+        app.service(web::resource("/whis-sw.js").get(assets::serve))
             .service(
                 web::scope("/whis")
                     .service(

@@ -113,7 +113,7 @@ pub async fn serve(
 ) -> Result<HttpResponse, ApiError> {
     let raw_path = req.uri().path();
     let path = SitePath::parse(raw_path)?;
-    if path.is_whis_internal() {
+    if path.is_whis_internal() && !state.config.origin_only {
         return Err(ApiError::NotFound(path.as_str().to_string()));
     }
     match &state.config.origin {
