@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let sw = manifest_dir.join("../sw");
-    println!("cargo:rerun-if-changed={}", sw.display());
+    // Cargo scans a directory given here recursively for changes.
+    println!("cargo:rerun-if-changed=../sw");
     let mut files = Vec::new();
     collect(&sw, &sw, &mut files);
     files.sort();
     let mut out = String::from("/// (path under sw/, contents) of every embedded file.\npub static EMBEDDED: &[(&str, &[u8])] = &[\n");
     for rel in &files {
         let abs = sw.join(rel);
-        println!("cargo:rerun-if-changed={}", abs.display());
         writeln!(
             out,
             "    ({rel:?}, include_bytes!({:?})),",
@@ -43,7 +43,6 @@ fn collect(base: &Path, dir: &Path, files: &mut Vec<String>) {
             continue;
         }
         if path.is_dir() {
-            println!("cargo:rerun-if-changed={}", path.display());
             collect(base, &path, files);
         } else if let Ok(rel) = path.strip_prefix(base) {
             files.push(rel.to_string_lossy().replace('\\', "/"));

@@ -38,7 +38,7 @@ pub fn chromium() -> PathBuf {
 
 pub fn init_logs() {
     let _ = env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,whis=info"),
+        env_logger::Env::default().default_filter_or("warn,whis=info,chromiumoxide=error"),
     )
     .is_test(true)
     .try_init();
@@ -94,6 +94,8 @@ pub struct Visitor {
     launched: Option<Launched>,
     pub page: Page,
     _profile: Option<TempDir>,
+    /// Console lines and uncaught exceptions of the page, for failure reports.
+    pub console: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Visitor {
@@ -109,11 +111,48 @@ impl Visitor {
     pub async fn launch_in(name: &str, dir: &Path) -> Result<Visitor> {
         let launched = browser::launch(&chromium(), dir, &[]).await?;
         let page = launched.browser.new_page("about:blank").await?;
+        // chromiumoxide asks Chromium to pause every new target until a
+        // debugger resumes it, then detaches from service workers; a worker
+        // caught between the two never starts. Visitors' service workers must
+        // start on their own, as in a browser nobody is debugging.
+        page.execute(
+            chromiumoxide::cdp::browser_protocol::target::SetAutoAttachParams::builder()
+                .auto_attach(true)
+                .wait_for_debugger_on_start(false)
+                .flatten(true)
+                .build()?,
+        )
+        .await?;
+        let console = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
+            use futures_util::StreamExt;
+            let mut logs = page.event_listener::<EventConsoleApiCalled>().await?;
+            let mut errors = page.event_listener::<EventExceptionThrown>().await?;
+            let sink = console.clone();
+            let who = name.to_string();
+            tokio::spawn(async move {
+                loop {
+                    let line = tokio::select! {
+                        Some(e) = logs.next() => format!("{:?}: {}", e.r#type, e.args.iter().map(|a| a.value.as_ref().map(|v| v.to_string()).or_else(|| a.description.clone()).unwrap_or_default()).collect::<Vec<_>>().join(" ")),
+                        Some(e) = errors.next() => format!("exception: {}", e.exception_details.exception.as_ref().and_then(|x| x.description.clone()).unwrap_or_else(|| e.exception_details.text.clone())),
+                        else => break,
+                    };
+                    if std::env::var_os("WHIS_E2E_CONSOLE").is_some() {
+                        eprintln!("[{who}] {line}");
+                    }
+                    if let Ok(mut c) = sink.lock() {
+                        c.push(line);
+                    }
+                }
+            });
+        }
         Ok(Visitor {
             name: name.to_string(),
             launched: Some(launched),
             page,
             _profile: None,
+            console,
         })
     }
 

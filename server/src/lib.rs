@@ -124,7 +124,8 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
             .app_data(web::Data::new(
                 awc::Client::builder().disable_redirects().finish(),
             ))
-            .wrap(from_fn(routes::cors));
+            .wrap(from_fn(routes::cors))
+            .wrap(actix_web::middleware::Logger::new("%r %s %b %Dms").log_target("whis::access"));
         if origin_only {
             return app.default_service(web::to(origin::serve));
         }

@@ -6,7 +6,7 @@ use whis::config::{Cli, Command};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,actix_server=warn"),
+        env_logger::Env::default().default_filter_or("info,actix_server=warn,whis::access=warn"),
     )
     .format_timestamp_millis()
     .init();
