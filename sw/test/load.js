@@ -1,0 +1,13 @@
+// Loads the classic-script modules of sw/lib into this Node process, the way
+// importScripts and <script> tags load them in the browser.
+'use strict'
+const fs = require('node:fs')
+const path = require('node:path')
+const vm = require('node:vm')
+
+const ORDER = ['errors', 'wire', 'manifest', 'eligibility', 'picker', 'store', 'fetcher', 'sw-core']
+for (const name of ORDER) {
+  const file = path.join(__dirname, '..', 'lib', `${name}.js`)
+  vm.runInThisContext(fs.readFileSync(file, 'utf8'), { filename: file })
+}
+module.exports = globalThis.Whis

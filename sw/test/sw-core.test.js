@@ -1,0 +1,153 @@
+'use strict'
+// handleRequest with a stubbed fetch and a stubbed peer source: no browser.
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const crypto = require('node:crypto')
+const W = require('./load.js')
+
+const ORIGIN = 'http://site.test'
+const PIECE = 16384
+
+function manifestOf (path, data) {
+  const pieces = []
+  for (let s = 0; s < data.length; s += PIECE) pieces.push(crypto.createHash('sha256').update(data.subarray(s, s + PIECE)).digest('hex'))
+  const head = Buffer.alloc(12)
+  head.writeBigUInt64BE(BigInt(data.length), 0)
+  head.writeUInt32BE(PIECE, 8)
+  const h = crypto.createHash('sha256').update(head)
+  for (const p of pieces) h.update(Buffer.from(p, 'hex'))
+  return { path, id: h.digest('hex'), size: data.length, piece_size: PIECE, pieces, content_type: 'image/jpeg', etag: '"e1"', cache_control: 'public, max-age=60' }
+}
+
+/** An origin with one file; counts the body bytes it sends. */
+function fakeOrigin (files) {
+  const log = { bytes: 0, requests: [] }
+  async function fetchFn (url, init = {}) {
+    const u = new URL(url)
+    log.requests.push(u.pathname + u.search)
+    if (u.pathname === '/whis/manifest') {
+      const f = files[u.searchParams.get('path')]
+      if (!f) return new Response('{"error":"not_found"}', { status: 404 })
+      return new Response(JSON.stringify(f.manifest ?? manifestOf(u.searchParams.get('path'), f.data)), { status: 200 })
+    }
+    const f = files[u.pathname]
+    if (!f) return new Response('nope', { status: 404 })
+    const range = init.headers && init.headers.range
+    const m = range && /bytes=(\d+)-(\d+)/.exec(range)
+    const body = m ? f.data.subarray(Number(m[1]), Number(m[2]) + 1) : f.data
+    log.bytes += body.length
+    return new Response(body, { status: m ? 206 : 200 })
+  }
+  return { fetchFn, log }
+}
+
+/** A peer source whose peers answer every piece from `data` (optionally corrupted). */
+function fakeSource (data, opts = {}) {
+  const calls = { bad: [], wants: 0 }
+  return {
+    calls,
+    want (m, indices, h) {
+      calls.wants++
+      setTimeout(() => {
+        for (const i of indices) {
+          const piece = Buffer.from(data.subarray(i * m.piece_size, (i + 1) * m.piece_size))
+          if (opts.corrupt && opts.corrupt(i)) piece[0] ^= 0xff
+          if (opts.missing && opts.missing(i)) { h.onMiss(i); continue }
+          const ab = piece.buffer.slice(piece.byteOffset, piece.byteOffset + piece.length)
+          h.onPiece(i, ab, 'pBad', 'visitor')
+        }
+      }, 1)
+      return { cancel () {}, done () {}, bad (i, from) { calls.bad.push([i, from]) }, close () {} }
+    }
+  }
+}
+
+function newSw (fetchFn) {
+  return W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore() })
+}
+
+const get = (path, headers = {}) => new Request(`${ORIGIN}${path}`, { headers })
+
+test('an eligible file is rebuilt byte for byte from origin pieces', async () => {
+  const data = crypto.randomBytes(5 * PIECE + 123)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  const sw = newSw(fetchFn)
+  const res = await sw.handleRequest(get('/a.jpg'), 'c1')
+  assert.equal(res.status, 200)
+  assert.equal(res.headers.get('content-type'), 'image/jpeg')
+  assert.equal(res.headers.get('content-length'), String(data.length))
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), data)
+  assert.equal(log.bytes, data.length, 'each byte once from the origin')
+  // A second request is served from the store: the origin sends nothing more.
+  const again = await sw.handleRequest(get('/a.jpg'), 'c1')
+  assert.deepEqual(Buffer.from(await again.arrayBuffer()), data)
+  assert.equal(log.bytes, data.length)
+})
+
+test('a Range request gets 206 with exactly those bytes', async () => {
+  const data = crypto.randomBytes(4 * PIECE)
+  const { fetchFn } = fakeOrigin({ '/v.webm': { data } })
+  const sw = newSw(fetchFn)
+  const res = await sw.handleRequest(get('/v.webm', { range: `bytes=${PIECE - 10}-${2 * PIECE + 5}` }), 'c1')
+  assert.equal(res.status, 206)
+  assert.equal(res.headers.get('content-range'), `bytes ${PIECE - 10}-${2 * PIECE + 5}/${data.length}`)
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), data.subarray(PIECE - 10, 2 * PIECE + 6))
+  const past = await sw.handleRequest(get('/v.webm', { range: `bytes=${data.length}-` }), 'c1')
+  assert.equal(past.status, 416)
+})
+
+test('ineligible requests and unknown files are left to the network', async () => {
+  const data = crypto.randomBytes(2 * PIECE)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  const sw = newSw(fetchFn)
+  assert.equal(await sw.handleRequest(new Request(`${ORIGIN}/a.jpg`, { method: 'POST', body: 'x' }), 'c1'), null)
+  assert.equal(await sw.handleRequest(get('/a.jpg', { authorization: 'Bearer t' }), 'c1'), null)
+  assert.equal(await sw.handleRequest(get('/missing.jpg'), 'c1'), null)
+  assert.equal(log.bytes, 0)
+})
+
+test('a manifest that does not name itself is refused', async () => {
+  const data = crypto.randomBytes(2 * PIECE)
+  const forged = { ...manifestOf('/a.jpg', data), id: 'cd'.repeat(32) }
+  const { fetchFn } = fakeOrigin({ '/a.jpg': { data, manifest: forged } })
+  assert.equal(await newSw(fetchFn).handleRequest(get('/a.jpg'), 'c1'), null)
+})
+
+test('an origin that changed under the manifest makes the request pass through', async () => {
+  const data = crypto.randomBytes(2 * PIECE)
+  const stale = manifestOf('/a.jpg', crypto.randomBytes(2 * PIECE))
+  const { fetchFn } = fakeOrigin({ '/a.jpg': { data, manifest: stale } })
+  assert.equal(await newSw(fetchFn).handleRequest(get('/a.jpg'), 'c1'), null)
+})
+
+test('poisoned pieces from a peer are rejected, reported and refetched', async () => {
+  const data = crypto.randomBytes(6 * PIECE)
+  const m = manifestOf('/a.jpg', data)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  const source = fakeSource(data, { corrupt: (i) => i % 2 === 0 })
+  const rejected = []
+  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3, 4, 5], {
+    fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, onRejected: (i, from) => rejected.push([i, from])
+  })
+  await acq.start()
+  const got = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => acq.piece(i)))
+  assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
+  assert.deepEqual(rejected.map(([i]) => i), [0, 2, 4])
+  assert.deepEqual(source.calls.bad.map(([, from]) => from), ['pBad', 'pBad', 'pBad'])
+  assert.equal(log.bytes, 3 * PIECE, 'only the bad pieces came from the origin')
+})
+
+test('pieces no peer has go to the origin at once, in one contiguous request', async () => {
+  const data = crypto.randomBytes(5 * PIECE)
+  const m = manifestOf('/a.jpg', data)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  const source = fakeSource(data, { missing: (i) => i >= 2 })
+  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3, 4], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
+  const t0 = Date.now()
+  await acq.start()
+  const got = await Promise.all([0, 1, 2, 3, 4].map((i) => acq.piece(i)))
+  assert.ok(Date.now() - t0 < 5000, 'no deadline was waited out')
+  assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
+  assert.equal(log.requests.filter((r) => r === '/a.jpg').length, 1)
+  assert.equal(log.bytes, 3 * PIECE)
+})
