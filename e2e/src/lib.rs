@@ -125,7 +125,9 @@ impl Visitor {
         .await?;
         let console = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         {
-            use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
+            use chromiumoxide::cdp::js_protocol::runtime::{
+                EventConsoleApiCalled, EventExceptionThrown,
+            };
             use futures_util::StreamExt;
             let mut logs = page.event_listener::<EventConsoleApiCalled>().await?;
             let mut errors = page.event_listener::<EventExceptionThrown>().await?;

@@ -26,6 +26,7 @@
       this.token = null
       this.maxConnections = 6
       this.peers = new Map() // remote id → PeerConn
+      this.banned = new Set() // peers that sent bad pieces or frames: never again
       this.holdings = new Map() // resource id → {count, have: Set, path}
       this.sessions = new Set()
       this.pending = { peer: 0, worker: 0, origin: 0, verified: 0, rejected: 0, have: new Set(), paths: new Map() }
@@ -78,13 +79,13 @@
 
     /** Start a connection (we offer) unless over budget or already connected. */
     connect (remote) {
-      if (!remote || remote === this.id || this.peers.has(remote) || this.closed) return
+      if (!remote || remote === this.id || this.peers.has(remote) || this.banned.has(remote) || this.closed) return
       if (this.peers.size >= this.maxConnections) return
       this.peers.set(remote, new PeerConn(this, remote, true))
     }
 
     _onSignal (from, data) {
-      if (!from || !data || this.closed) return
+      if (!from || !data || this.closed || this.banned.has(from)) return
       let p = this.peers.get(from)
       if (!p) {
         if (this.peers.size >= this.maxConnections + 2) return // over budget: let it time out
@@ -103,6 +104,7 @@
     }
 
     dropPeer (remote, why) {
+      if (['bad piece', 'bad-frame', 'wrong peer id', 'block out of range'].includes(why)) this.banned.add(remote)
       const p = this.peers.get(remote)
       if (!p) return
       this.peers.delete(remote)
