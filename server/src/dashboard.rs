@@ -40,8 +40,8 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
             "alive": workers.alive,
             "restarts": workers.restarts,
             "memory_bytes": workers.memory_bytes,
-            "slots": workers.slots.iter().map(|(swarm, st, pid)| serde_json::json!({
-                "swarm": swarm, "state": st, "pid": pid,
+            "slots": workers.slots.iter().map(|s| serde_json::json!({
+                "swarm": s.swarm, "state": s.state, "pid": s.pid, "resources": s.resources,
             })).collect::<Vec<_>>(),
         },
         "bytes": {

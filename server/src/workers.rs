@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,17 @@ pub struct WorkerSnapshot {
     pub alive: usize,
     pub restarts: u64,
     pub memory_bytes: u64,
-    /// One line per worker slot: (swarm, state name, pid).
-    pub slots: Vec<(String, String, Option<u32>)>,
+    pub slots: Vec<SlotInfo>,
+}
+
+/// One worker slot as the dashboard and tests see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub swarm: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    /// Complete resources the worker page holds (its last status).
+    pub resources: u64,
 }
 
 #[derive(Clone, Default)]
@@ -152,6 +161,7 @@ struct Running {
     generation: u64,
     kill: Option<oneshot::Sender<()>>,
     pid: Arc<AtomicU32>,
+    resources: Arc<AtomicU64>,
     render: mpsc::Sender<RenderJob>,
 }
 
@@ -229,11 +239,13 @@ pub async fn supervise(
             slots: sup
                 .slots()
                 .map(|s| {
-                    let pid = running
-                        .get(&s.swarm)
-                        .map(|r| r.pid.load(Ordering::Relaxed))
-                        .filter(|p| *p != 0);
-                    (s.swarm.clone(), s.state.name().to_string(), pid)
+                    let r = running.get(&s.swarm);
+                    SlotInfo {
+                        swarm: s.swarm.clone(),
+                        state: s.state.name().to_string(),
+                        pid: r.map(|r| r.pid.load(Ordering::Relaxed)).filter(|p| *p != 0),
+                        resources: r.map(|r| r.resources.load(Ordering::Relaxed)).unwrap_or(0),
+                    }
                 })
                 .collect(),
         });
@@ -271,6 +283,7 @@ fn apply(
             let (kill_tx, kill_rx) = oneshot::channel();
             let (render_tx, render_rx) = mpsc::channel(8);
             let pid = Arc::new(AtomicU32::new(0));
+            let resources = Arc::new(AtomicU64::new(0));
             let url = format!(
                 "{}/whis/worker.html?secret={}&swarm={}",
                 env.base_url, env.secret, swarm
@@ -286,6 +299,7 @@ fn apply(
                 kill_rx,
                 render_rx,
                 Arc::clone(&pid),
+                Arc::clone(&resources),
             )));
             running.insert(
                 swarm,
@@ -293,6 +307,7 @@ fn apply(
                     generation,
                     kill: Some(kill_tx),
                     pid,
+                    resources,
                     render: render_tx,
                 },
             );
@@ -332,6 +347,7 @@ async fn run_worker(
     mut kill: oneshot::Receiver<()>,
     mut renders: mpsc::Receiver<RenderJob>,
     pid_out: Arc<AtomicU32>,
+    resources_out: Arc<AtomicU64>,
 ) {
     let started = Instant::now();
     let mut launched = match browser::launch(&chromium, &profile_dir, &[]).await {
@@ -380,6 +396,7 @@ async fn run_worker(
             Ok(Ok(result)) => {
                 let status: Option<PageStatus> = result.into_value().ok().flatten();
                 let Some(status) = status else { continue };
+                resources_out.store(status.resources, Ordering::Relaxed);
                 if status.joined && !joined {
                     joined = true;
                     log::info!(

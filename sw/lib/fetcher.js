@@ -9,10 +9,10 @@
   /** Origin speed estimate, shared by all acquisitions in this context. */
   const originSpeed = { bytesPerMs: 2000, rttMs: 50 } // optimistic start: 2 MB/s, 50 ms
 
-  /** How long peers get for one piece before the origin is asked: about what the origin would take, at least 800 ms. */
+  /** How long peers get for one piece before the origin is asked: about what the origin would take, at least 1 s. */
   function deadlineFor (bytes) {
     const originMs = originSpeed.rttMs + bytes / originSpeed.bytesPerMs
-    return Math.min(5000, Math.max(800, 2 * originMs))
+    return Math.min(5000, Math.max(1000, 2 * originMs))
   }
 
   function learn (bytes, ms) {
@@ -59,6 +59,7 @@
       this.originQueue = new Set()
       this.timers = new Map()
       this.want = null
+      this.lastPeerPiece = 0
       this.closed = false
     }
 
@@ -77,9 +78,20 @@
           onPiece: (i, data, from, role) => this._fromPeer(i, data, from, role),
           onMiss: (i) => this._toOrigin(i)
         }, { patient: !!this.deps.patient })
+        const started = Date.now()
         for (const i of missing) {
           const [s, e] = M.pieceRange(this.m, i)
-          this.timers.set(i, setTimeout(() => this._toOrigin(i), this.deps.deadlineMs || deadlineFor(e - s)))
+          const deadline = this.deps.deadlineMs || deadlineFor(e - s)
+          // Past its deadline a piece goes to the origin, unless peers are
+          // visibly delivering this resource right now (then it is queued
+          // behind their pipeline, not lost); never past four deadlines.
+          const check = () => {
+            if (this.settled.has(i)) return
+            const busy = Date.now() - this.lastPeerPiece < deadline / 2
+            if (busy && Date.now() - started < 4 * deadline) this.timers.set(i, setTimeout(check, deadline / 2))
+            else this._toOrigin(i)
+          }
+          this.timers.set(i, setTimeout(check, deadline))
         }
       } else {
         missing.forEach((i) => this._toOrigin(i))
@@ -88,6 +100,7 @@
 
     async _fromPeer (i, data, from, role) {
       if (this.settled.has(i) || this.closed) return
+      this.lastPeerPiece = Date.now()
       const bytes = data instanceof Uint8Array ? data : new Uint8Array(data)
       if (await M.verifyPiece(this.m, i, bytes)) {
         this._resolve(i, bytes, role === 'worker' ? 'worker' : 'peer', from)

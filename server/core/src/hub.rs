@@ -514,15 +514,16 @@ impl Hub {
                     .unwrap_or_else(|| "null".into())
             ),
         };
+        // A first stream (no Last-Event-ID) gets everything queued since the
+        // join: a signal or a `hot` sent before the stream opened is not lost.
+        let last = last_event_id.unwrap_or(0);
         let mut events = vec![hello];
-        if let Some(last) = last_event_id {
-            events.extend(
-                peer.recent
-                    .iter()
-                    .filter(|e| e.id.is_some_and(|id| id > last))
-                    .cloned(),
-            );
-        }
+        events.extend(
+            peer.recent
+                .iter()
+                .filter(|e| e.id.is_some_and(|id| id > last))
+                .cloned(),
+        );
         Ok(StreamStart {
             peer_id: me,
             events,

@@ -221,6 +221,9 @@ fn a_reconnecting_stream_resumes_after_its_last_event_id() {
     assert_eq!(start.events[0].id, None);
     let replayed: Vec<u64> = start.events[1..].iter().filter_map(|e| e.id).collect();
     assert_eq!(replayed, ids[3..]);
+    // A first stream, without Last-Event-ID, gets everything since the join.
+    let first = sim.hub.stream_opened(now, &b.token, None).expect("open");
+    assert_eq!(first.events.len(), 1 + ids.len());
 }
 
 #[test]
