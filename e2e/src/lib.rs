@@ -267,14 +267,39 @@ pub struct Fetched {
     pub content_range: Option<String>,
 }
 
-/// A minimal HTTP/1.1 client for the harness (one request per connection):
-/// returns the status and the body as text.
-pub async fn http(
+/// An HTTP answer as the harness reads it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+/// A minimal HTTP/1.1 client for the harness (one request per connection).
+pub async fn http_raw(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
-    body: &str,
-) -> Result<(u16, String)> {
+    body: &[u8],
+) -> Result<HttpResponse> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
     let (host, path) = rest
@@ -282,49 +307,75 @@ pub async fn http(
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    req.push_str(body);
     stream.write_all(req.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
         .await
         .map_err(|_| format!("{method} {url}: no complete answer within 30 s"))??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed HTTP answer")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or("malformed status line")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
     {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
+        body = dechunk(&body);
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+/// Status and body text of a request.
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
+    let r = http_raw(method, url, headers, body.as_bytes()).await?;
+    Ok((r.status, r.text()))
+}
+
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = s.windows(2).position(|w| w == b"\r\n") {
+        let Ok(n) = usize::from_str_radix(String::from_utf8_lossy(&s[..i]).trim(), 16) else {
             break;
         };
+        let rest = &s[i + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -361,4 +412,157 @@ pub async fn eventually(
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// A real SSE client on a raw socket: HTTP/1.1 chunked body, then
+/// `id:`/`event:`/`data:` lines grouped by blank lines.
+pub struct SseReader {
+    stream: tokio::net::TcpStream,
+    raw: Vec<u8>,
+    body: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseReader {
+    pub async fn open(base: &str, path: &str, last_event_id: Option<&str>) -> Result<SseReader> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = base.strip_prefix("http://").ok_or("only http://")?;
+        let mut stream = tokio::net::TcpStream::connect(host).await?;
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n");
+        if let Some(id) = last_event_id {
+            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await??;
+            if n == 0 {
+                return Err("connection closed before headers".into());
+            }
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("status")?;
+        let rest = raw[head_end + 4..].to_vec();
+        let mut r = SseReader {
+            stream,
+            raw: rest,
+            body: String::new(),
+            status,
+        };
+        if !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            // An error answer with a plain body: keep it readable.
+            r.body = String::from_utf8_lossy(&r.raw).into_owned();
+            r.raw.clear();
+        }
+        Ok(r)
+    }
+
+    /// The body so far (for error answers).
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// Move complete chunks from `raw` into `body`; false once the stream ended.
+    fn dechunk(&mut self) -> bool {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return true;
+            };
+            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
+            let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
+                return false;
+            };
+            if size == 0 {
+                return false;
+            }
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return true;
+            }
+            let chunk = self.raw[line_end + 2..line_end + 2 + size].to_vec();
+            self.body.push_str(&String::from_utf8_lossy(&chunk));
+            self.raw.drain(..line_end + 2 + size + 2);
+        }
+    }
+
+    /// The next event (comments and `retry:` skipped), or None on timeout/end.
+    pub async fn next_event(&mut self, within: Duration) -> Option<SseEvent> {
+        use tokio::io::AsyncReadExt;
+        let deadline = Instant::now() + within;
+        // Bytes that arrived with the headers or a previous read.
+        let mut open = self.dechunk();
+        loop {
+            while let Some(end) = self.body.find("\n\n") {
+                let block: String = self.body.drain(..end + 2).collect();
+                let mut ev = SseEvent {
+                    id: None,
+                    event: "message".into(),
+                    data: String::new(),
+                };
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        ev.id = Some(v.trim().to_string());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        ev.event = v.trim().to_string();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !ev.data.is_empty() {
+                            ev.data.push('\n');
+                        }
+                        ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        any = true;
+                    }
+                }
+                if any && !(ev.data.is_empty() && ev.event == "message") {
+                    return Some(ev);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || !open {
+                return None;
+            }
+            let mut buf = [0u8; 8192];
+            match tokio::time::timeout(deadline - now, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(n)) => {
+                    self.raw.extend_from_slice(&buf[..n]);
+                    open = self.dechunk();
+                }
+            }
+        }
+    }
+
+    /// The next event of one kind, skipping others.
+    pub async fn next_of(&mut self, kind: &str, within: Duration) -> Option<SseEvent> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self.next_event(left).await?;
+            if ev.event == kind {
+                return Some(ev);
+            }
+        }
+    }
 }

@@ -174,7 +174,9 @@ fn serve_file(
         }
     };
     if req.method() == Method::HEAD {
-        return Ok(res.no_chunking(count).finish());
+        // The size is announced; the (empty) body is never polled for HEAD.
+        let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
+        return Ok(res.body(SizedStream::new(count, nothing)));
     }
     let stream = file_stream(file.path, start, count);
     state
