@@ -49,6 +49,9 @@ pub struct ManifestService {
     piece_size: u32,
     min_size: u64,
     cache: Mutex<HashMap<String, Entry>>,
+    /// Proxied paths found ineligible or missing, remembered for
+    /// `PROXY_REVALIDATE` so visitors do not make us hammer the origin.
+    refused: Mutex<HashMap<String, (Instant, u16, String)>>,
     computing: tokio::sync::Mutex<()>,
 }
 
@@ -58,6 +61,7 @@ impl ManifestService {
             piece_size: config.piece_size,
             min_size: config.min_size,
             cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
             computing: tokio::sync::Mutex::new(()),
         }
     }
@@ -120,7 +124,37 @@ impl ManifestService {
         }
         match &state.config.origin {
             OriginConfig::Static { root } => self.for_file(state, root, path).await,
-            OriginConfig::Proxy { base } => self.for_proxied(state, client, base, path).await,
+            OriginConfig::Proxy { base } => {
+                let key = path.as_str().to_string();
+                if let Some((at, status, why)) = self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                {
+                    if at.elapsed() < PROXY_REVALIDATE {
+                        return Err(if *status == 404 {
+                            ApiError::NotFound(key)
+                        } else {
+                            ApiError::Ineligible(why.clone())
+                        });
+                    }
+                }
+                let result = self.for_proxied(state, client, base, path).await;
+                if let Err(e @ (ApiError::Ineligible(_) | ApiError::NotFound(_))) = &result {
+                    let status = if matches!(e, ApiError::NotFound(_)) {
+                        404
+                    } else {
+                        403
+                    };
+                    let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                    if refused.len() > 10_000 {
+                        refused.retain(|_, (at, _, _)| at.elapsed() < PROXY_REVALIDATE);
+                    }
+                    refused.insert(key, (Instant::now(), status, e.to_string()));
+                }
+                result
+            }
         }
     }
 

@@ -18,7 +18,7 @@
     if (req.headers.get('authorization')) return 'carries Authorization'
     const range = req.headers.get('range')
     if (range && !/^\s*bytes\s*=\s*\d*\s*-\s*\d*\s*$/.test(range)) return 'multi-range or non-byte Range'
-    if (req.cache === 'no-store' || req.cache === 'reload') return 'the page asked to bypass caches'
+    if (req.cache === 'only-if-cached') return 'only-if-cached'
     return null
   }
 

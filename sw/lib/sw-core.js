@@ -35,9 +35,11 @@
     }
 
     /** The manifest of `path`, or null if Whis must not (or cannot) share it. */
-    async function getManifest (path) {
+    async function getManifest (path, fresh = false) {
       const cached = manifests.get(path)
       const now = Date.now()
+      // A reload asks for fresh bytes: revalidate the manifest (cheaply, by ETag).
+      if (fresh && cached && cached.m) cached.at = 0
       if (cached && cached.negative && now - cached.at < NEGATIVE_TTL) return null
       if (cached && cached.m && now - cached.at < MANIFEST_TTL) return cached.m
       try {
@@ -111,7 +113,7 @@
     async function handleRequest (request, clientId) {
       if (W.eligibility.requestIneligible(request, deps.origin)) return null
       const path = new URL(request.url).pathname
-      const m = await getManifest(path)
+      const m = await getManifest(path, ['reload', 'no-cache', 'no-store'].includes(request.cache))
       if (!m) return null
       if (agent && deps.clientAlive && !(await deps.clientAlive(agent.clientId))) agent = null
       const range = M.parseRange(request.headers.get('range'), m.size)
