@@ -261,3 +261,29 @@ async fn render_returns_html_built_by_the_pages_javascript() -> Result<()> {
     whis.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_live_swarm() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let whis = start_whis(&demo_site(), |_| {}).await?;
+    let url = whis.url();
+    let visitor = Visitor::launch("visitor").await?;
+    visitor.goto(&format!("{url}/index.html")).await?;
+    visitor.eval::<serde_json::Value>("window.whis.ready()").await?;
+    let operator = Visitor::launch("operator").await?;
+    operator.goto(&format!("{url}/whis/dashboard")).await?;
+    operator
+        .wait_for("document.getElementById('status').textContent === 'live'", Duration::from_secs(10))
+        .await?;
+    operator
+        .wait_for(
+            "document.getElementById('swarms').textContent.includes('s1') && document.getElementById('k-peers').textContent === '1'",
+            Duration::from_secs(10),
+        )
+        .await?;
+    visitor.close().await;
+    operator.close().await;
+    whis.stop().await;
+    Ok(())
+}

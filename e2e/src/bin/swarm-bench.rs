@@ -128,7 +128,7 @@ fn copy_site(from: &Path, to: &Path, plain: bool) -> Result<()> {
 
 /// A page is complete when every image has decoded and every video can play.
 const COMPLETE_JS: &str = r#"(() => {
-  const imgs = [...document.images];
+  const imgs = [...document.images].filter(i => i.hasAttribute('src') || i.hasAttribute('data-whis-src'));
   const media = [...document.querySelectorAll('video')];
   return document.readyState === 'complete'
     && imgs.every(i => i.getAttribute('src') && i.complete && i.naturalWidth > 0)
@@ -369,7 +369,7 @@ fn svg(runs: &[RunResult]) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse_args();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,chromiumoxide=error")).init();
     let shape = Shape {
         bits_per_second: (args.mbit * 1e6) as u64,
         latency: args.latency,
