@@ -89,7 +89,7 @@
           onPiece: (index, data, from, role) => port.postMessage({ type: 'piece', req: m.req, index, data, from, role }, [data]),
           onMiss: (index) => port.postMessage({ type: 'miss', req: m.req, index })
         }))
-      } else if (m.type === 'stored') agent.stored(m.id, m.index, m.path, m.count)
+      } else if (m.type === 'stored') agent.stored(m.id, m.index, m.path, m.count, m.data)
       else if (m.type === 'report') agent.report(m)
       else {
         const s = sessions.get(m.req)

@@ -196,6 +196,16 @@ impl Visitor {
         }
     }
 
+    /// Wait until this visitor's agent holds every piece of at least `n`
+    /// resources (stored and announced), so it can seed them.
+    pub async fn wait_seeding(&self, n: usize, within: Duration) -> Result<()> {
+        self.wait_for(
+            &format!("!!window.whis && !!window.whis.agent && window.whis.agent.status().resources >= {n}"),
+            within,
+        )
+        .await
+    }
+
     /// `window.whis.stats()` of the current page.
     pub async fn stats(&self) -> Result<Stats> {
         self.eval("window.whis.stats()").await

@@ -217,11 +217,7 @@ async fn private_cookie_and_post_responses_never_travel_between_visitors() -> Re
     a.eval::<serde_json::Value>("window.whis.ready()").await?;
     let got: serde_json::Value = a.eval(fetch_all).await?;
     assert_eq!(got["/private.bin"], 100_000);
-    a.wait_for(
-        "window.whis.stats().then(s => s.verifiedPieces > 0)",
-        Duration::from_secs(20),
-    )
-    .await?;
+    a.wait_seeding(1, Duration::from_secs(20)).await?;
 
     let b = Visitor::launch("b").await?;
     b.goto(&format!("{url}/index.html")).await?;

@@ -65,13 +65,9 @@ async fn a_second_visitor_gets_the_gallery_from_the_first() -> Result<()> {
         image_bytes > 2_000_000,
         "the gallery is worth sharing ({image_bytes} bytes)"
     );
-    // A holds the pieces and has told the tracker.
-    a.wait_for(
-        "window.whis.stats().then(s => s.verifiedPieces > 0)",
-        Duration::from_secs(20),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A holds every piece and has told the tracker.
+    a.wait_seeding(images.len(), Duration::from_secs(30))
+        .await?;
 
     let before_b = origin_bytes(&whis);
     let b = Visitor::launch("b").await?;
@@ -99,8 +95,8 @@ async fn a_second_visitor_gets_the_gallery_from_the_first() -> Result<()> {
     Ok(())
 }
 
-/// JS that flips one byte in every piece this visitor stores: a peer that
-/// serves poisoned pieces while believing they are fine.
+/// JS that flips one byte in every piece this visitor holds, on disk and in
+/// memory: a peer that serves poisoned pieces while believing they are fine.
 const POISON_STORE_JS: &str = r#"(async () => {
   const db = await new Promise((res, rej) => { const r = indexedDB.open('whis'); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error) });
   const tx = db.transaction('pieces', 'readwrite');
@@ -112,6 +108,8 @@ const POISON_STORE_JS: &str = r#"(async () => {
     c.onerror = () => rej(c.error);
   });
   await new Promise((res) => { tx.oncomplete = res });
+  // And the copies its agent keeps in memory to serve.
+  for (const d of window.whis.agent.hot.values()) { new Uint8Array(d)[100] ^= 0xff; n++ }
   return n;
 })()"#;
 
@@ -123,17 +121,14 @@ async fn a_poisoned_peer_costs_itself_the_connection_not_the_visitor_the_page() 
     let url = whis.url();
     let evil = Visitor::launch("evil").await?;
     load_gallery(&evil, &url).await?;
-    evil.wait_for(
-        "window.whis.stats().then(s => s.verifiedPieces > 0)",
-        Duration::from_secs(20),
-    )
-    .await?;
+    let images = gallery_images(&evil).await?;
+    evil.wait_seeding(images.len(), Duration::from_secs(30))
+        .await?;
     let poisoned: u64 = evil.eval(POISON_STORE_JS).await?;
     assert!(poisoned > 10, "poisoned {poisoned} pieces");
 
     let b = Visitor::launch("b").await?;
     load_gallery(&b, &url).await?;
-    let images = gallery_images(&b).await?;
     assert_byte_identical(&b, &images).await?;
     let stats = b.stats().await?;
     eprintln!("b: {stats:?}");
@@ -169,12 +164,9 @@ async fn a_seeder_leaving_mid_transfer_leaves_the_page_whole() -> Result<()> {
     let url = whis.url();
     let a = Visitor::launch("a").await?;
     load_gallery(&a, &url).await?;
-    a.wait_for(
-        "window.whis.stats().then(s => s.verifiedPieces > 0)",
-        Duration::from_secs(20),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let images = gallery_images(&a).await?;
+    a.wait_seeding(images.len(), Duration::from_secs(30))
+        .await?;
 
     let b = Visitor::launch("b").await?;
     b.goto(&format!("{url}/gallery.html")).await?;
@@ -186,7 +178,6 @@ async fn a_seeder_leaving_mid_transfer_leaves_the_page_whole() -> Result<()> {
     .await?;
     a.close().await;
     b.wait_for(IMAGES_DONE, Duration::from_secs(60)).await?;
-    let images = gallery_images(&b).await?;
     assert_byte_identical(&b, &images).await?;
     let stats = b.stats().await?;
     eprintln!("b: {stats:?}");
@@ -250,11 +241,16 @@ async fn range_requests_and_video_seeking_through_the_service_worker() -> Result
     let whole: Fetched = a.eval(&fetch_digest_js("/media/clip.webm", "{}")).await?;
     assert_eq!(whole.sha256, hex(&sha2::Sha256::digest(&bytes)));
 
+    a.wait_seeding(1, Duration::from_secs(30)).await?;
+
+    // B opens a page without the video and waits until it is connected to
+    // A, so the ranges below are pieces it does not hold yet and A does.
     let b = Visitor::launch("b").await?;
-    b.goto(&format!("{url}/video.html")).await?;
+    b.goto(&format!("{url}/index.html")).await?;
     b.wait_for(
-        "document.querySelector('video').readyState >= 2",
-        Duration::from_secs(60),
+        "!!navigator.serviceWorker.controller && !!window.whis && !!window.whis.agent \
+         && window.whis.agent.openCount() >= 1 && window.whis.agent.settling() === 0",
+        Duration::from_secs(30),
     )
     .await?;
     let (start, end) = (1_000_000usize, 1_299_999usize);
@@ -283,7 +279,20 @@ async fn range_requests_and_video_seeking_through_the_service_worker() -> Result
         tail.sha256,
         hex(&sha2::Sha256::digest(&bytes[bytes.len() - 5000..]))
     );
-    // Seek the player near the end: the browser issues its own Range requests.
+    let stats = b.stats().await?;
+    eprintln!("b: {stats:?}");
+    assert!(
+        stats.bytes_from_peers > 0 && stats.bytes_from_peers >= stats.bytes_from_origin,
+        "b's ranges came mostly from a"
+    );
+    // The player on the video page: the browser issues its own Range
+    // requests, and seeking near the end plays.
+    b.goto(&format!("{url}/video.html")).await?;
+    b.wait_for(
+        "document.querySelector('video').readyState >= 2",
+        Duration::from_secs(60),
+    )
+    .await?;
     b.eval::<bool>(
         "new Promise(r => { const v = document.querySelector('video'); v.addEventListener('seeked', () => r(true), { once: true }); v.currentTime = 17 })",
     )
@@ -293,12 +302,6 @@ async fn range_requests_and_video_seeking_through_the_service_worker() -> Result
         Duration::from_secs(30),
     )
     .await?;
-    let stats = b.stats().await?;
-    eprintln!("b: {stats:?}");
-    assert!(
-        stats.bytes_from_peers > 0,
-        "b's video bytes came (in part) from a"
-    );
     a.close().await;
     b.close().await;
     whis.stop().await;

@@ -270,11 +270,16 @@ async fn the_dashboard_shows_a_live_swarm() -> Result<()> {
     let url = whis.url();
     let visitor = Visitor::launch("visitor").await?;
     visitor.goto(&format!("{url}/index.html")).await?;
-    visitor.eval::<serde_json::Value>("window.whis.ready()").await?;
+    visitor
+        .eval::<serde_json::Value>("window.whis.ready()")
+        .await?;
     let operator = Visitor::launch("operator").await?;
     operator.goto(&format!("{url}/whis/dashboard")).await?;
     operator
-        .wait_for("document.getElementById('status').textContent === 'live'", Duration::from_secs(10))
+        .wait_for(
+            "document.getElementById('status').textContent === 'live'",
+            Duration::from_secs(10),
+        )
         .await?;
     operator
         .wait_for(

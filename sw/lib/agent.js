@@ -8,6 +8,8 @@
   const HIGH_WATER = 1024 * 1024
   const LOW_WATER = 256 * 1024
   const REQUEST_TIMEOUT = 4000
+  const HOT_BUDGET = 64 * 1024 * 1024
+  const SETTLE_MS = 100
 
   class Agent {
     /**
@@ -31,6 +33,11 @@
       this.sessions = new Set()
       this.pending = { peer: 0, worker: 0, origin: 0, verified: 0, rejected: 0, have: new Set(), paths: new Map() }
       this.bytesServed = 0
+      // Recently verified pieces, served from memory: no IndexedDB read on the
+      // hot path, and a piece can be shared before its write has committed.
+      this.hot = new Map() // `${id}:${index}` → ArrayBuffer, oldest first
+      this.hotBytes = 0
+      this.hotBudget = opts.hotBudget || HOT_BUDGET
       this.workerId = null
       this.listeners = new Set()
       this.closed = false
@@ -76,6 +83,9 @@
     on (fn) { this.listeners.add(fn) }
 
     openCount () { let n = 0; for (const p of this.peers.values()) if (p.open) n++; return n }
+
+    /** Connections whose peer has not yet told us what it holds. */
+    settling () { let n = 0; for (const p of this.peers.values()) if (!p.settled) n++; return n }
 
     /** Start a connection (we offer) unless over budget or already connected. */
     connect (remote) {
@@ -150,8 +160,13 @@
       } catch (_) {} finally { this.rejoining = false }
     }
 
-    /** A verified piece is now in the store: announce it and tell peers. */
-    stored (id, index, path, count) {
+    /**
+     * A piece was verified (and is on its way to the store): keep it hot,
+     * announce it and tell peers.
+     * @param {ArrayBuffer} [data] the piece's bytes, if the caller has them
+     */
+    stored (id, index, path, count, data) {
+      if (data instanceof ArrayBuffer) this._keepHot(`${id}:${index}`, data)
       let h = this.holdings.get(id)
       if (!h) { h = { count, have: new Set(), path }; this.holdings.set(id, h); this.pending.paths.set(id, path) }
       if (h.have.has(index)) return
@@ -161,6 +176,29 @@
       for (const p of this.peers.values()) p.send(frame)
       clearTimeout(this.soon)
       this.soon = setTimeout(() => this.announce(), 300)
+    }
+
+    _keepHot (key, data) {
+      if (this.hot.has(key) || data.byteLength > this.hotBudget) return
+      this.hot.set(key, data)
+      this.hotBytes += data.byteLength
+      for (const [k, d] of this.hot) {
+        if (this.hotBytes <= this.hotBudget) break
+        this.hot.delete(k)
+        this.hotBytes -= d.byteLength
+      }
+    }
+
+    /** A held piece's bytes: from memory if hot, else from the store (or null). */
+    async pieceData (id, index) {
+      const key = `${id}:${index}`
+      const hot = this.hot.get(key)
+      if (hot) {
+        this.hot.delete(key) // refresh its place in the LRU order
+        this.hot.set(key, hot)
+        return hot
+      }
+      return this.store.get(id, index).catch(() => null)
     }
 
     report (delta) {
@@ -207,6 +245,7 @@
       this.remote = remote
       this.polite = agent.id > remote // the larger id yields on glare
       this.open = false
+      this.settled = false // handshake and bitfields received: its holdings are known
       this.role = remote === agent.workerId ? 'worker' : 'visitor'
       this.has = new Map() // resource id → Set of pieces
       this.incoming = new Map() // `${id}:${piece}` → {buf, got}
@@ -281,6 +320,12 @@
         case 'handshake':
           if (msg.peerId !== this.remote) return agent.dropPeer(this.remote, 'wrong peer id')
           this.role = msg.role
+          // Its bitfields follow the handshake at once on this ordered channel;
+          // after a moment, whatever it did not announce it does not hold.
+          setTimeout(() => {
+            this.settled = true
+            for (const s of agent.sessions) s.pump()
+          }, SETTLE_MS)
           break
         case 'bitfield': {
           const set = new Set()
@@ -344,7 +389,7 @@
       try {
         while (this.serving.length && this.dc && this.dc.readyState === 'open' && this.dc.bufferedAmount < HIGH_WATER) {
           const r = this.serving.shift()
-          const data = await this.agent.store.get(r.id, r.piece).catch(() => null)
+          const data = await this.agent.pieceData(r.id, r.piece)
           if (!data || r.offset + r.length > data.byteLength || r.length === 0) {
             this.send(wire.reject(r.id, r.piece, r.offset, r.length))
             continue
@@ -377,8 +422,6 @@
       this.timers = new Map()
       this.missed = new Set()
       this.closed = false
-      // Peers still connecting may hold what we need: give them a moment before misses.
-      this.graceUntil = Date.now() + (agent.peers.size > agent.openCount() ? 1500 : 0)
     }
 
     pieceLen (i) { return Math.min(this.info.size, (i + 1) * this.info.piece_size) - i * this.info.piece_size }
@@ -398,12 +441,9 @@
         clearTimeout(this.timers.get(`${peer}:${i}`))
         this.timers.set(`${peer}:${i}`, setTimeout(() => { this.picker.failed(i, peer); this.pump() }, REQUEST_TIMEOUT))
       }
-      if (this.patient) return
-      if (Date.now() < this.graceUntil) {
-        clearTimeout(this.graceTimer)
-        this.graceTimer = setTimeout(() => this.pump(), this.graceUntil - Date.now())
-        return
-      }
+      // A peer still connecting may hold what nobody else has: no misses
+      // yet. The service worker's per-piece deadline bounds the wait.
+      if (this.patient || this.agent.settling() > 0) return
       for (const i of unavailable) {
         if (this.missed.has(i)) continue
         this.missed.add(i)
@@ -422,12 +462,13 @@
     rejected (i, from) { clearTimeout(this.timers.get(`${from}:${i}`)); this.picker.failed(i, from); this.pump() }
     peerGone (peer) { this.picker.markBad(peer); this.pump() }
 
-    /** The caller verified piece i (from anyone): cancel duplicates. */
+    /** The caller verified piece i (from anyone): cancel duplicates, refill the pipeline. */
     done (i) {
       for (const peer of this.picker.done(i)) {
         const p = this.agent.peers.get(peer)
         if (p) p.cancel(this.info.id, i)
       }
+      this.pump()
     }
 
     /** Piece i will come from the origin. */
@@ -444,7 +485,6 @@
       if (this.closed) return
       this.closed = true
       for (const t of this.timers.values()) clearTimeout(t)
-      clearTimeout(this.graceTimer)
       for (const i of [...this.picker.inflight.keys()]) this.done(i)
       this.agent.sessions.delete(this)
     }

@@ -8,6 +8,8 @@
 
   /** Origin speed estimate, shared by all acquisitions in this context. */
   const originSpeed = { bytesPerMs: 2000, rttMs: 50 } // optimistic start: 2 MB/s, 50 ms
+  /** When a verified piece last came from a peer, for any resource: peers are delivering. */
+  const peerFlow = { lastPieceAt: 0 }
 
   /** How long peers get for one piece before the origin is asked: about what the origin would take, at least 1 s. */
   function deadlineFor (bytes) {
@@ -59,7 +61,6 @@
       this.originQueue = new Set()
       this.timers = new Map()
       this.want = null
-      this.lastPeerPiece = 0
       this.closed = false
     }
 
@@ -83,11 +84,12 @@
           const [s, e] = M.pieceRange(this.m, i)
           const deadline = this.deps.deadlineMs || deadlineFor(e - s)
           // Past its deadline a piece goes to the origin, unless peers are
-          // visibly delivering this resource right now (then it is queued
-          // behind their pipeline, not lost); never past four deadlines.
+          // visibly delivering right now (then it is queued behind their
+          // pipeline, which is shared by every resource in flight, not lost);
+          // never past four deadlines.
           const check = () => {
             if (this.settled.has(i)) return
-            const busy = Date.now() - this.lastPeerPiece < deadline / 2
+            const busy = Date.now() - peerFlow.lastPieceAt < deadline / 2
             if (busy && Date.now() - started < 4 * deadline) this.timers.set(i, setTimeout(check, deadline / 2))
             else this._toOrigin(i)
           }
@@ -100,9 +102,9 @@
 
     async _fromPeer (i, data, from, role) {
       if (this.settled.has(i) || this.closed) return
-      this.lastPeerPiece = Date.now()
       const bytes = data instanceof Uint8Array ? data : new Uint8Array(data)
       if (await M.verifyPiece(this.m, i, bytes)) {
+        peerFlow.lastPieceAt = Date.now()
         this._resolve(i, bytes, role === 'worker' ? 'worker' : 'peer', from)
       } else {
         if (this.deps.onRejected) this.deps.onRejected(i, from)
@@ -184,5 +186,5 @@
     return { promise, resolve, reject }
   }
 
-  W.fetcher = { Acquisition, fetchRange, deadlineFor, originSpeed }
+  W.fetcher = { Acquisition, fetchRange, deadlineFor, originSpeed, peerFlow }
 })(globalThis.Whis = globalThis.Whis || {})

@@ -92,10 +92,11 @@
       if (kind !== 'cache') { s.verifiedPieces++; pending.verified++ }
       if (kind === 'cache') return
       const buf = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data.buffer : data.slice().buffer
+      // The agent gets a copy at once and can seed it before the write commits.
+      if (agent) agent.port.postMessage({ type: 'stored', id: m.id, index, path: m.path, count: m.pieces.length, data: buf })
       getStore()
         .then((st) => st.put(m.id, index, buf, { path: m.path, count: m.pieces.length }))
-        .then(() => { if (agent) agent.port.postMessage({ type: 'stored', id: m.id, index, path: m.path, count: m.pieces.length }) })
-        .catch(() => { /* storage full or gone: we simply do not seed this piece */ })
+        .catch(() => { /* storage full or gone: the agent serves it while it is hot */ })
       flushReport()
     }
 

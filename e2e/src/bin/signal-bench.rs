@@ -28,7 +28,12 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { peers: 10_000, rate: 2000, seconds: 5, json: None };
+    let mut a = Args {
+        peers: 10_000,
+        rate: 2000,
+        seconds: 5,
+        json: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
         let v = it.next().unwrap_or_else(|| usage());
@@ -52,7 +57,10 @@ fn usage() -> ! {
 fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
@@ -65,7 +73,11 @@ fn raise_nofile() -> u64 {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -81,11 +93,17 @@ impl Conn {
         let s = TcpStream::connect(host).await?;
         s.set_nodelay(true)?;
         let (r, w) = s.into_split();
-        Ok(Conn { r: BufReader::new(r), w, host: host.to_string() })
+        Ok(Conn {
+            r: BufReader::new(r),
+            w,
+            host: host.to_string(),
+        })
     }
 
     async fn post(&mut self, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
             self.host,
@@ -94,7 +112,11 @@ impl Conn {
         self.w.write_all(req.as_bytes()).await?;
         let mut line = String::new();
         self.r.read_line(&mut line).await?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("status")?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("status")?;
         let mut len = 0usize;
         loop {
             line.clear();
@@ -119,10 +141,20 @@ struct Peer {
 
 /// Read an event stream; for every signal whose data is a send time (µs
 /// since `t0`), record the latency.
-async fn read_stream(host: String, token: String, t0: Instant, received: Arc<AtomicU64>, lat: Arc<std::sync::Mutex<Vec<u64>>>, opened: Arc<AtomicU64>) -> Result<()> {
+async fn read_stream(
+    host: String,
+    token: String,
+    t0: Instant,
+    received: Arc<AtomicU64>,
+    lat: Arc<std::sync::Mutex<Vec<u64>>>,
+    opened: Arc<AtomicU64>,
+) -> Result<()> {
     let s = TcpStream::connect(&host).await?;
     let (r, mut w) = s.into_split();
-    w.write_all(format!("GET /whis/events?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    w.write_all(
+        format!("GET /whis/events?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut r = BufReader::new(r);
     let mut line = String::new();
     let mut counted_open = false;
@@ -138,7 +170,11 @@ async fn read_stream(host: String, token: String, t0: Instant, received: Arc<Ato
         // Chunk framing lines are skipped; we only look for data lines.
         if let Some(d) = line.strip_prefix("data: {\"from\":") {
             received.fetch_add(1, Ordering::Relaxed);
-            if let Some(sent) = d.split("\"data\":").nth(1).and_then(|x| x.trim_end_matches(['}', '\r', '\n']).parse::<u64>().ok()) {
+            if let Some(sent) = d
+                .split("\"data\":")
+                .nth(1)
+                .and_then(|x| x.trim_end_matches(['}', '\r', '\n']).parse::<u64>().ok())
+            {
                 let now = t0.elapsed().as_micros() as u64;
                 if sent > 0 {
                     if let Ok(mut l) = lat.lock() {
@@ -163,7 +199,11 @@ async fn main() -> Result<()> {
     let nofile = raise_nofile();
     let exe = std::env::current_exe()?.with_file_name("whis");
     if !exe.is_file() {
-        return Err(format!("{} not found: run `cargo build --release` first", exe.display()).into());
+        return Err(format!(
+            "{} not found: run `cargo build --release` first",
+            exe.display()
+        )
+        .into());
     }
     let root = std::env::temp_dir().join(format!("whis-signal-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
@@ -181,7 +221,11 @@ async fn main() -> Result<()> {
     let mut out = BufReader::new(child.stdout.take().ok_or("stdout")?);
     let mut line = String::new();
     out.read_line(&mut line).await?;
-    let host = line.trim().strip_prefix("listening on http://").ok_or("no listening line")?.to_string();
+    let host = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .ok_or("no listening line")?
+        .to_string();
     let rss_idle = rss_kib(pid);
     eprintln!("whis pid {pid} on {host}; open-files limit {nofile}; idle RSS {rss_idle} KiB");
 
@@ -201,7 +245,10 @@ async fn main() -> Result<()> {
                     return Err(format!("join answered {status}: {body}").into());
                 }
                 let v: serde_json::Value = serde_json::from_str(&body)?;
-                peers.push(Peer { id: v["peer_id"].as_str().unwrap_or("").into(), token: v["token"].as_str().unwrap_or("").into() });
+                peers.push(Peer {
+                    id: v["peer_id"].as_str().unwrap_or("").into(),
+                    token: v["token"].as_str().unwrap_or("").into(),
+                });
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(peers)
         }));
@@ -218,13 +265,21 @@ async fn main() -> Result<()> {
     let opened = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
     for p in &peers {
-        let (h, t, r, l, o) = (host.clone(), p.token.clone(), received.clone(), lat.clone(), opened.clone());
+        let (h, t, r, l, o) = (
+            host.clone(),
+            p.token.clone(),
+            received.clone(),
+            lat.clone(),
+            opened.clone(),
+        );
         tokio::spawn(async move {
             let _ = read_stream(h, t, t0, r, l, o).await;
         });
     }
     let wait = Instant::now();
-    while (opened.load(Ordering::Relaxed) as usize) < peers.len() && wait.elapsed() < Duration::from_secs(60) {
+    while (opened.load(Ordering::Relaxed) as usize) < peers.len()
+        && wait.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -236,7 +291,11 @@ async fn main() -> Result<()> {
     // Pairs in the same swarm (30 per swarm, joined in order): i → i+1.
     let pairs: Vec<(String, String)> = peers
         .chunks(30)
-        .flat_map(|sw| sw.windows(2).map(|w| (w[0].token.clone(), w[1].id.clone())).collect::<Vec<_>>())
+        .flat_map(|sw| {
+            sw.windows(2)
+                .map(|w| (w[0].token.clone(), w[1].id.clone()))
+                .collect::<Vec<_>>()
+        })
         .collect();
 
     // 3. Saturation: 16 connections posting as fast as answers come back.
@@ -251,7 +310,12 @@ async fn main() -> Result<()> {
             let mut i = c;
             while Instant::now() < stop {
                 let (from, to) = &pairs[i % pairs.len()];
-                conn.post("/whis/signal", Some(from), &format!(r#"{{"to":"{to}","data":0}}"#)).await?;
+                conn.post(
+                    "/whis/signal",
+                    Some(from),
+                    &format!(r#"{{"to":"{to}","data":0}}"#),
+                )
+                .await?;
                 posted.fetch_add(1, Ordering::Relaxed);
                 i += 16;
             }
@@ -283,7 +347,12 @@ async fn main() -> Result<()> {
                 tick.tick().await;
                 let (from, to) = &pairs[i % pairs.len()];
                 let sent = t0.elapsed().as_micros() as u64;
-                conn.post("/whis/signal", Some(from), &format!(r#"{{"to":"{to}","data":{sent}}}"#)).await?;
+                conn.post(
+                    "/whis/signal",
+                    Some(from),
+                    &format!(r#"{{"to":"{to}","data":{sent}}}"#),
+                )
+                .await?;
                 i += 1;
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
@@ -298,11 +367,20 @@ async fn main() -> Result<()> {
     let achieved = l.len() as f64 / args.seconds as f64;
     let (p50, p99) = (pct(&l, 0.50), pct(&l, 0.99));
 
-    let cpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("| figure | value |\n|---|---:|");
-    println!("| peers joined | {} ({joins_per_s:.0} joins/s) |", peers.len());
+    println!(
+        "| peers joined | {} ({joins_per_s:.0} joins/s) |",
+        peers.len()
+    );
     println!("| concurrent SSE streams held | {held} |");
-    println!("| whis RSS idle → with all streams | {} MiB → {} MiB |", rss_idle / 1024, rss_held / 1024);
+    println!(
+        "| whis RSS idle → with all streams | {} MiB → {} MiB |",
+        rss_idle / 1024,
+        rss_held / 1024
+    );
     println!("| memory per held peer | {:.1} KiB |", per_peer / 1024.0);
     println!("| relays/s at saturation (16 posting connections) | {relays_per_s:.0} |");
     println!("| relay latency at {} relays/s offered ({achieved:.0}/s achieved): p50 / p99 | {p50:.2} ms / {p99:.2} ms |", args.rate);
