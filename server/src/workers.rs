@@ -32,6 +32,8 @@ pub struct SlotInfo {
     pub pid: Option<u32>,
     /// Complete resources the worker page holds (its last status).
     pub resources: u64,
+    /// Launch to joined the swarm, for the current browser (once it has).
+    pub ready_ms: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -160,9 +162,16 @@ pub struct RenderJob {
 struct Running {
     generation: u64,
     kill: Option<oneshot::Sender<()>>,
-    pid: Arc<AtomicU32>,
-    resources: Arc<AtomicU64>,
+    seen: Arc<Seen>,
     render: mpsc::Sender<RenderJob>,
+}
+
+/// What a worker's task has seen of its browser, for the snapshot (0: not yet).
+#[derive(Default)]
+struct Seen {
+    pid: AtomicU32,
+    resources: AtomicU64,
+    ready_ms: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -223,7 +232,7 @@ pub async fn supervise(
         if last_memory.0.elapsed() > Duration::from_secs(5) {
             let pids: Vec<u32> = running
                 .values()
-                .map(|r| r.pid.load(Ordering::Relaxed))
+                .map(|r| r.seen.pid.load(Ordering::Relaxed))
                 .filter(|p| *p != 0)
                 .collect();
             last_memory = (
@@ -243,8 +252,15 @@ pub async fn supervise(
                     SlotInfo {
                         swarm: s.swarm.clone(),
                         state: s.state.name().to_string(),
-                        pid: r.map(|r| r.pid.load(Ordering::Relaxed)).filter(|p| *p != 0),
-                        resources: r.map(|r| r.resources.load(Ordering::Relaxed)).unwrap_or(0),
+                        pid: r
+                            .map(|r| r.seen.pid.load(Ordering::Relaxed))
+                            .filter(|p| *p != 0),
+                        resources: r
+                            .map(|r| r.seen.resources.load(Ordering::Relaxed))
+                            .unwrap_or(0),
+                        ready_ms: r
+                            .map(|r| r.seen.ready_ms.load(Ordering::Relaxed))
+                            .filter(|ms| *ms != 0),
                     }
                 })
                 .collect(),
@@ -282,8 +298,7 @@ fn apply(
             );
             let (kill_tx, kill_rx) = oneshot::channel();
             let (render_tx, render_rx) = mpsc::channel(8);
-            let pid = Arc::new(AtomicU32::new(0));
-            let resources = Arc::new(AtomicU64::new(0));
+            let seen = Arc::new(Seen::default());
             let url = format!(
                 "{}/whis/worker.html?secret={}&swarm={}",
                 env.base_url, env.secret, swarm
@@ -298,16 +313,14 @@ fn apply(
                 obs_tx.clone(),
                 kill_rx,
                 render_rx,
-                Arc::clone(&pid),
-                Arc::clone(&resources),
+                Arc::clone(&seen),
             )));
             running.insert(
                 swarm,
                 Running {
                     generation,
                     kill: Some(kill_tx),
-                    pid,
-                    resources,
+                    seen,
                     render: render_tx,
                 },
             );
@@ -346,8 +359,7 @@ async fn run_worker(
     obs: mpsc::UnboundedSender<Observation>,
     mut kill: oneshot::Receiver<()>,
     mut renders: mpsc::Receiver<RenderJob>,
-    pid_out: Arc<AtomicU32>,
-    resources_out: Arc<AtomicU64>,
+    seen: Arc<Seen>,
 ) {
     let started = Instant::now();
     let mut launched = match browser::launch(&chromium, &profile_dir, &[]).await {
@@ -359,7 +371,7 @@ async fn run_worker(
         }
     };
     if let Some(pid) = launched.pid() {
-        pid_out.store(pid, Ordering::Relaxed);
+        seen.pid.store(pid, Ordering::Relaxed);
     }
     let page = match launched.browser.new_page(url.as_str()).await {
         Ok(p) => p,
@@ -396,13 +408,12 @@ async fn run_worker(
             Ok(Ok(result)) => {
                 let status: Option<PageStatus> = result.into_value().ok().flatten();
                 let Some(status) = status else { continue };
-                resources_out.store(status.resources, Ordering::Relaxed);
+                seen.resources.store(status.resources, Ordering::Relaxed);
                 if status.joined && !joined {
                     joined = true;
-                    log::info!(
-                        "worker for swarm {swarm}: ready (joined) after {} ms",
-                        started.elapsed().as_millis()
-                    );
+                    let ms = (started.elapsed().as_millis() as u64).max(1);
+                    seen.ready_ms.store(ms, Ordering::Relaxed);
+                    log::info!("worker for swarm {swarm}: ready (joined) after {ms} ms");
                     let _ = obs.send(Observation::Joined {
                         swarm: swarm.clone(),
                         generation,

@@ -10,6 +10,10 @@
 //! saturation and relay latency at a fixed rate, from the POST leaving this
 //! process to the event arriving on the target's stream. Client and server
 //! share the machine's cores: the figures are a floor, not a ceiling.
+//!
+//! Then, unless `--no-peerjs`, the same load runs against PeerJS server (npm
+//! `peer`, installed by `e2e/peerjs-load.mjs` into a temporary folder and run
+//! on loopback as its own process), and one table compares the two.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +29,10 @@ struct Args {
     rate: u64,
     seconds: u64,
     json: Option<String>,
+    /// Run the same load against PeerJS server afterwards (needs node + npm).
+    peerjs: bool,
+    /// Where `peer` is installed for the PeerJS run (default: a temp folder).
+    peerjs_dir: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -33,11 +41,18 @@ fn parse_args() -> Args {
         rate: 2000,
         seconds: 5,
         json: None,
+        peerjs: true,
+        peerjs_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
+        if f == "--no-peerjs" {
+            a.peerjs = false;
+            continue;
+        }
         let v = it.next().unwrap_or_else(|| usage());
         match f.as_str() {
+            "--peerjs-dir" => a.peerjs_dir = Some(v),
             "--peers" => a.peers = v.parse().unwrap_or_else(|_| usage()),
             "--rate" => a.rate = v.parse().unwrap_or_else(|_| usage()),
             "--seconds" => a.seconds = v.parse().unwrap_or_else(|_| usage()),
@@ -49,7 +64,7 @@ fn parse_args() -> Args {
 }
 
 fn usage() -> ! {
-    eprintln!("signal-bench [--peers N (10000)] [--rate R per second (2000)] [--seconds S (5)] [--json PATH]");
+    eprintln!("signal-bench [--peers N (10000)] [--rate R per second (2000)] [--seconds S (5)] [--json PATH] [--no-peerjs] [--peerjs-dir DIR]");
     std::process::exit(2)
 }
 
@@ -137,51 +152,97 @@ impl Conn {
 struct Peer {
     id: String,
     token: String,
+    swarm: String,
 }
 
-/// Read an event stream; for every signal whose data is a send time (µs
-/// since `t0`), record the latency.
+/// One signal from the peer holding token `from` to peer `to`; anything but
+/// 200 is an error (the bench must not count refused relays).
+async fn relay(conn: &mut Conn, from: &str, to: &str, data: u64) -> Result<()> {
+    let (status, body) = conn
+        .post(
+            "/whis/signal",
+            Some(from),
+            &format!(r#"{{"to":"{to}","data":{data}}}"#),
+        )
+        .await?;
+    if status != 200 {
+        return Err(format!("signal answered {status}: {body}").into());
+    }
+    Ok(())
+}
+
+/// Counters shared by every stream reader.
+#[derive(Default)]
+struct StreamStats {
+    received: AtomicU64,
+    opened: AtomicU64,
+    /// Streams the server closed (a slow reader's) that came back resumed.
+    resumed: AtomicU64,
+    latencies: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Read an event stream as EventSource does: when the server closes it,
+/// reconnect with `Last-Event-ID`. For every signal whose data is a send time
+/// (µs since `t0`), record the latency.
 async fn read_stream(
     host: String,
     token: String,
     t0: Instant,
-    received: Arc<AtomicU64>,
-    lat: Arc<std::sync::Mutex<Vec<u64>>>,
-    opened: Arc<AtomicU64>,
+    stats: Arc<StreamStats>,
 ) -> Result<()> {
-    let s = TcpStream::connect(&host).await?;
-    let (r, mut w) = s.into_split();
-    w.write_all(
-        format!("GET /whis/events?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    let mut counted_open = false;
+    let mut last_id: Option<String> = None;
     loop {
-        line.clear();
-        if r.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        if !counted_open && line.starts_with("HTTP/1.1 200") {
-            counted_open = true;
-            opened.fetch_add(1, Ordering::Relaxed);
-        }
-        // Chunk framing lines are skipped; we only look for data lines.
-        if let Some(d) = line.strip_prefix("data: {\"from\":") {
-            received.fetch_add(1, Ordering::Relaxed);
-            if let Some(sent) = d
-                .split("\"data\":")
-                .nth(1)
-                .and_then(|x| x.trim_end_matches(['}', '\r', '\n']).parse::<u64>().ok())
-            {
-                let now = t0.elapsed().as_micros() as u64;
-                if sent > 0 {
-                    if let Ok(mut l) = lat.lock() {
-                        l.push(now.saturating_sub(sent));
+        let s = TcpStream::connect(&host).await?;
+        let (r, mut w) = s.into_split();
+        let resume = last_id
+            .as_ref()
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        w.write_all(
+            format!("GET /whis/events?token={token} HTTP/1.1\r\nHost: {host}\r\n{resume}\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut r = BufReader::new(r);
+        let mut line = String::new();
+        let mut status_seen = false;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await? == 0 {
+                break;
+            }
+            if !status_seen {
+                status_seen = true;
+                if !line.starts_with("HTTP/1.1 200") {
+                    return Err(format!("events answered {}", line.trim()).into());
+                }
+                if last_id.is_none() {
+                    stats.opened.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // Chunk framing lines are skipped; we only look at SSE fields.
+            if let Some(id) = line.strip_prefix("id: ") {
+                last_id = Some(id.trim().to_string());
+            } else if let Some(d) = line.strip_prefix("data: {\"from\":") {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = d
+                    .split("\"data\":")
+                    .nth(1)
+                    .and_then(|x| x.trim_end_matches(['}', '\r', '\n']).parse::<u64>().ok())
+                {
+                    let now = t0.elapsed().as_micros() as u64;
+                    if sent > 0 {
+                        if let Ok(mut l) = stats.latencies.lock() {
+                            l.push(now.saturating_sub(sent));
+                        }
                     }
                 }
             }
+        }
+        if last_id.is_none() {
+            return Ok(()); // closed before any event: nothing to resume
         }
     }
 }
@@ -248,6 +309,7 @@ async fn main() -> Result<()> {
                 peers.push(Peer {
                     id: v["peer_id"].as_str().unwrap_or("").into(),
                     token: v["token"].as_str().unwrap_or("").into(),
+                    swarm: v["swarm_id"].as_str().unwrap_or("").into(),
                 });
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(peers)
@@ -261,21 +323,17 @@ async fn main() -> Result<()> {
 
     // 2. Open every peer's event stream.
     let t0 = Instant::now();
-    let received = Arc::new(AtomicU64::new(0));
-    let opened = Arc::new(AtomicU64::new(0));
-    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let streams = Arc::new(StreamStats::default());
+    let mut readers = Vec::with_capacity(peers.len());
     for p in &peers {
-        let (h, t, r, l, o) = (
-            host.clone(),
-            p.token.clone(),
-            received.clone(),
-            lat.clone(),
-            opened.clone(),
-        );
-        tokio::spawn(async move {
-            let _ = read_stream(h, t, t0, r, l, o).await;
-        });
+        let (h, t, st) = (host.clone(), p.token.clone(), streams.clone());
+        readers.push(tokio::spawn(async move {
+            if let Err(e) = read_stream(h, t, t0, st).await {
+                eprintln!("an event stream failed: {e}");
+            }
+        }));
     }
+    let (received, opened, lat) = (&streams.received, &streams.opened, &streams.latencies);
     let wait = Instant::now();
     while (opened.load(Ordering::Relaxed) as usize) < peers.len()
         && wait.elapsed() < Duration::from_secs(60)
@@ -288,9 +346,13 @@ async fn main() -> Result<()> {
     let per_peer = (rss_held.saturating_sub(rss_idle)) as f64 * 1024.0 / held.max(1) as f64;
     eprintln!("held {held} streams; RSS {rss_held} KiB");
 
-    // Pairs in the same swarm (30 per swarm, joined in order): i → i+1.
-    let pairs: Vec<(String, String)> = peers
-        .chunks(30)
+    // Pairs in the same swarm, as join answered: i → i+1 within each swarm.
+    let mut swarms: std::collections::BTreeMap<&str, Vec<&Peer>> = Default::default();
+    for p in &peers {
+        swarms.entry(p.swarm.as_str()).or_default().push(p);
+    }
+    let pairs: Vec<(String, String)> = swarms
+        .values()
         .flat_map(|sw| {
             sw.windows(2)
                 .map(|w| (w[0].token.clone(), w[1].id.clone()))
@@ -310,12 +372,7 @@ async fn main() -> Result<()> {
             let mut i = c;
             while Instant::now() < stop {
                 let (from, to) = &pairs[i % pairs.len()];
-                conn.post(
-                    "/whis/signal",
-                    Some(from),
-                    &format!(r#"{{"to":"{to}","data":0}}"#),
-                )
-                .await?;
+                relay(&mut conn, from, to, 0).await?;
                 posted.fetch_add(1, Ordering::Relaxed);
                 i += 16;
             }
@@ -334,25 +391,32 @@ async fn main() -> Result<()> {
         l.clear();
     }
     let interval = Duration::from_secs_f64(8.0 / args.rate as f64); // 8 senders
-    let stop = Instant::now() + Duration::from_secs(args.seconds);
+    let begin = Instant::now();
+    let stop = begin + Duration::from_secs(args.seconds);
+    let sent_fixed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for c in 0..8 {
-        let (host, pairs) = (host.clone(), pairs.clone());
+    for c in 0..8u32 {
+        let (host, pairs, sent_fixed) = (host.clone(), pairs.clone(), sent_fixed.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&host).await?;
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut i = c * 7919;
-            while Instant::now() < stop {
-                tick.tick().await;
+            // Sender c owns the slots c/8, 1 + c/8, 2 + c/8… of the schedule,
+            // by absolute time; a slot already past is skipped, not sent late.
+            let mut k = 0u32;
+            let mut i = c as usize * 7919;
+            loop {
+                let due = begin + interval * k + interval * c / 8;
+                if due >= stop {
+                    break;
+                }
+                k += 1;
+                if Instant::now() > due + interval {
+                    continue;
+                }
+                tokio::time::sleep_until(due.into()).await;
                 let (from, to) = &pairs[i % pairs.len()];
                 let sent = t0.elapsed().as_micros() as u64;
-                conn.post(
-                    "/whis/signal",
-                    Some(from),
-                    &format!(r#"{{"to":"{to}","data":{sent}}}"#),
-                )
-                .await?;
+                relay(&mut conn, from, to, sent).await?;
+                sent_fixed.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
@@ -362,41 +426,157 @@ async fn main() -> Result<()> {
         t.await??;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_fixed = sent_fixed.load(Ordering::Relaxed);
     let mut l = lat.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort_unstable();
-    let achieved = l.len() as f64 / args.seconds as f64;
+    let achieved = sent_fixed as f64 / args.seconds as f64;
+    if (l.len() as u64) < sent_fixed {
+        eprintln!(
+            "{} of {sent_fixed} relays at the fixed rate did not arrive",
+            sent_fixed - l.len() as u64
+        );
+    }
     let (p50, p99) = (pct(&l, 0.50), pct(&l, 0.99));
 
     let cpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    println!("| figure | value |\n|---|---:|");
-    println!(
-        "| peers joined | {} ({joins_per_s:.0} joins/s) |",
-        peers.len()
-    );
-    println!("| concurrent SSE streams held | {held} |");
-    println!(
-        "| whis RSS idle → with all streams | {} MiB → {} MiB |",
-        rss_idle / 1024,
-        rss_held / 1024
-    );
-    println!("| memory per held peer | {:.1} KiB |", per_peer / 1024.0);
-    println!("| relays/s at saturation (16 posting connections) | {relays_per_s:.0} |");
-    println!("| relay latency at {} relays/s offered ({achieved:.0}/s achieved): p50 / p99 | {p50:.2} ms / {p99:.2} ms |", args.rate);
-    println!("\nclient and server on the same {cpu}-core machine");
+    let whis = serde_json::json!({
+        "server": "whis",
+        "peers": peers.len(), "held": held, "joins_per_s": joins_per_s,
+        "rss_idle_kib": rss_idle, "rss_held_kib": rss_held, "bytes_per_peer": per_peer,
+        "relays_per_s": relays_per_s, "rate": args.rate, "achieved_rate": achieved,
+        "latency_p50_ms": p50, "latency_p99_ms": p99,
+        "streams_resumed": streams.resumed.load(Ordering::Relaxed),
+    });
+    // Whis is done before PeerJS starts: each has the machine to itself.
+    for r in &readers {
+        r.abort();
+    }
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&root);
+    let peerjs = if args.peerjs {
+        Some(run_peerjs(&args).await?)
+    } else {
+        None
+    };
+    print_table(&args, &whis, peerjs.as_ref(), cpu);
     if let Some(path) = &args.json {
         std::fs::write(
             path,
             serde_json::to_string_pretty(&serde_json::json!({
-                "peers": peers.len(), "held": held, "joins_per_s": joins_per_s,
-                "rss_idle_kib": rss_idle, "rss_held_kib": rss_held, "bytes_per_peer": per_peer,
-                "relays_per_s": relays_per_s, "rate": args.rate, "achieved_rate": achieved,
-                "latency_p50_ms": p50, "latency_p99_ms": p99, "cores": cpu,
+                "cores": cpu, "whis": whis, "peerjs": peerjs,
             }))?,
         )?;
     }
-    let _ = child.kill().await;
-    let _ = std::fs::remove_dir_all(&root);
     Ok(())
+}
+
+/// The same load against PeerJS server, by `e2e/peerjs-load.mjs` (which
+/// installs `peer` with npm and runs the server as its own process).
+async fn run_peerjs(args: &Args) -> Result<serde_json::Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peerjs-load.mjs");
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&script)
+        .args(["--peers", &args.peers.to_string()])
+        .args(["--rate", &args.rate.to_string()])
+        .args(["--seconds", &args.seconds.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(dir) = &args.peerjs_dir {
+        cmd.args(["--dir", dir]);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("running node {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the PeerJS run failed ({}); --no-peerjs skips it",
+            out.status
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .last()
+        .ok_or("the PeerJS run printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn print_table(
+    args: &Args,
+    whis: &serde_json::Value,
+    peerjs: Option<&serde_json::Value>,
+    cpu: usize,
+) {
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let rows: [(&str, &str, &dyn Fn(f64) -> String, bool); 7] = [
+        (
+            "peers joined per second",
+            "joins_per_s",
+            &|x| format!("{x:.0}"),
+            true,
+        ),
+        (
+            "concurrent streams held",
+            "held",
+            &|x| format!("{x:.0}"),
+            true,
+        ),
+        (
+            "memory per held peer (KiB)",
+            "bytes_per_peer",
+            &|x| format!("{:.1}", x / 1024.0),
+            false,
+        ),
+        (
+            "relays/s at saturation (16 closed loops)",
+            "relays_per_s",
+            &|x| format!("{x:.0}"),
+            true,
+        ),
+        (
+            "relays/s achieved at the fixed rate",
+            "achieved_rate",
+            &|x| format!("{x:.0}"),
+            true,
+        ),
+        (
+            "relay latency p50 (ms)",
+            "latency_p50_ms",
+            &|x| format!("{x:.2}"),
+            false,
+        ),
+        (
+            "relay latency p99 (ms)",
+            "latency_p99_ms",
+            &|x| format!("{x:.2}"),
+            false,
+        ),
+    ];
+    println!(
+        "{} peers, {} relays/s offered for the latency figures, {} s per phase; client and server on the same {cpu}-core machine\n",
+        args.peers, args.rate, args.seconds
+    );
+    match peerjs {
+        Some(p) => {
+            let version = p["version"].as_str().unwrap_or("?");
+            println!("| figure | whis | PeerJS server {version} | whis vs PeerJS |\n|---|---:|---:|---:|");
+            for (name, key, fmt, higher_is_better) in rows {
+                let (w, j) = (f(whis, key), f(p, key));
+                let better = if higher_is_better { w / j } else { j / w };
+                println!("| {name} | {} | {} | {better:.2}× |", fmt(w), fmt(j));
+            }
+            println!("\n(last column: how many times better whis is; above 1 is better)");
+        }
+        None => {
+            println!("| figure | whis |\n|---|---:|");
+            for (name, key, fmt, _) in rows {
+                println!("| {name} | {} |", fmt(f(whis, key)));
+            }
+        }
+    }
 }

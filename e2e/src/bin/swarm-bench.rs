@@ -32,6 +32,8 @@ struct Args {
     page: String,
     peers_per_worker: usize,
     workers: bool,
+    /// Also run Whis without worker browsers, in the same invocation.
+    compare_workers: bool,
     out: PathBuf,
 }
 
@@ -49,7 +51,7 @@ fn usage() -> ! {
     eprintln!(
         "swarm-bench [--visitors N (10)] [--pattern together|staggered|sequential (staggered)] \
          [--stagger-ms MS (1500)] [--mbit RATE (20)] [--latency-ms MS (50)] [--page PATH (/gallery.html)] \
-         [--peers-per-worker N (30)] [--no-workers] [--out DIR (bench-out)]"
+         [--peers-per-worker N (30)] [--no-workers | --compare-workers] [--out DIR (bench-out)]"
     );
     std::process::exit(2)
 }
@@ -64,6 +66,7 @@ fn parse_args() -> Args {
         page: "/gallery.html".into(),
         peers_per_worker: 30,
         workers: true,
+        compare_workers: false,
         out: PathBuf::from("bench-out"),
     };
     let mut it = std::env::args().skip(1);
@@ -91,6 +94,7 @@ fn parse_args() -> Args {
                 a.peers_per_worker = value().parse().unwrap_or_else(|_| usage())
             }
             "--no-workers" => a.workers = false,
+            "--compare-workers" => a.compare_workers = true,
             "--out" => a.out = PathBuf::from(value()),
             _ => usage(),
         }
@@ -289,15 +293,15 @@ async fn measure_site_bytes(base: &str, page: &str) -> Result<u64> {
     Ok(bytes as u64)
 }
 
-fn markdown(args: &Args, runs: &[RunResult]) -> String {
+fn markdown(args: &Args, runs: &[RunResult], workers: Option<&WorkerFigures>) -> String {
     let mut s = format!(
-        "{} visitors, {:?} arrival, page {}, origin uplink {} Mbit/s with {} ms latency, workers {}\n\n",
+        "{} visitors, {:?} arrival, page {}, origin uplink {} Mbit/s with {} ms latency, {} visitors per swarm\n\n",
         args.visitors,
         args.pattern,
         args.page,
         args.mbit,
         args.latency.as_millis(),
-        if args.workers { "on" } else { "off" }
+        args.peers_per_worker
     );
     s.push_str("| run | origin bytes | per visitor | copies of the page | offload | complete p50 | complete p95 | from peers | from worker | rejected | failed |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -317,14 +321,37 @@ fn markdown(args: &Args, runs: &[RunResult]) -> String {
             r.failed_visitors
         ));
     }
-    if let [a, b] = runs {
+    if let Some((plain, rest)) = runs.split_first() {
+        s.push('\n');
+        for r in rest {
+            s.push_str(&format!(
+                "{}: the origin sent {:.1} % of the bytes it sent without Whis, and the median visitor's page was complete in {:.2}× the time.\n",
+                r.label,
+                100.0 * r.origin_bytes as f64 / plain.origin_bytes.max(1) as f64,
+                r.p50_ms / plain.p50_ms
+            ));
+        }
+    }
+    if let Some(w) = workers {
         s.push_str(&format!(
-            "\nWith Whis the origin sent {:.1} % of the bytes it sent without, and the median visitor's page was complete in {:.2}× the time.\n",
-            100.0 * b.origin_bytes as f64 / a.origin_bytes.max(1) as f64,
-            b.p50_ms / a.p50_ms
+            "\nWorker browsers: {} started, launch to joined {}, memory of all worker browsers {:.0} MiB, restarts {}.\n",
+            w.started,
+            w.ready_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "not reached".into()),
+            w.memory_bytes as f64 / 1048576.0,
+            w.restarts
         ));
     }
     s
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct WorkerFigures {
+    started: usize,
+    /// Launch to joined the swarm, of the first worker.
+    ready_ms: Option<u64>,
+    /// All worker browser processes together (proportional set size).
+    memory_bytes: u64,
+    restarts: u64,
 }
 
 /// Bars of origin MB and p50/p95 seconds, without and with Whis.
@@ -339,7 +366,9 @@ fn svg(runs: &[RunResult]) -> String {
         ("complete p50 (s)", |r| r.p50_ms / 1000.0, "s"),
         ("complete p95 (s)", |r| r.p95_ms / 1000.0, "s"),
     ];
-    let colors = ["#f0883e", "#3fb950"];
+    let colors = ["#f0883e", "#58a6ff", "#3fb950"];
+    let step = 190.0 / runs.len().max(1) as f64;
+    let bar = step * 0.8;
     for (gi, (title, f, unit)) in groups.iter().enumerate() {
         let x0 = 30.0 + gi as f64 * 205.0;
         let max = runs.iter().map(f).fold(0.0f64, f64::max).max(1e-9);
@@ -350,17 +379,24 @@ fn svg(runs: &[RunResult]) -> String {
         for (ri, r) in runs.iter().enumerate() {
             let v = f(r);
             let bh = 200.0 * v / max;
-            let x = x0 + ri as f64 * 80.0;
+            let x = x0 + ri as f64 * step;
             let y = 250.0 - bh;
             s.push_str(&format!(
-                r#"<rect x="{x}" y="{y:.1}" width="60" height="{bh:.1}" fill="{}"/><text x="{}" y="{:.1}" text-anchor="middle">{v:.1} {unit}</text><text x="{}" y="268" text-anchor="middle">{}</text>"#,
-                colors[ri % 2],
-                x + 30.0,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{bar:.1}" height="{bh:.1}" fill="{}"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{v:.1} {unit}</text>"#,
+                colors[ri % colors.len()],
+                x + bar / 2.0,
                 y - 4.0,
-                x + 30.0,
-                r.label
             ));
         }
+    }
+    for (ri, r) in runs.iter().enumerate() {
+        let x = 30.0 + ri as f64 * 200.0;
+        s.push_str(&format!(
+            r#"<rect x="{x}" y="276" width="12" height="12" fill="{}"/><text x="{}" y="287">{}</text>"#,
+            colors[ri % colors.len()],
+            x + 16.0,
+            r.label
+        ));
     }
     s.push_str("</svg>\n");
     s
@@ -388,19 +424,12 @@ async fn main() -> Result<()> {
     plain_cfg.origin_only = true;
     let plain_origin = whis::start(plain_cfg).await?;
     let plain_throttle = throttle::start(plain_origin.addr, shape).await?;
-    let mut up_cfg = Config::for_root(&whis_site);
-    up_cfg.origin_only = true;
-    let upstream = whis::start(up_cfg).await?;
-    let whis_throttle = throttle::start(upstream.addr, shape).await?;
-    let mut cfg = Config::for_root(PathBuf::new());
-    cfg.origin = OriginConfig::Proxy {
-        base: whis_throttle.url(),
+    let with_workers = whis_stack(&whis_site, shape, &args, args.workers).await?;
+    let without_workers = if args.compare_workers && args.workers {
+        Some(whis_stack(&whis_site, shape, &args, false).await?)
+    } else {
+        None
     };
-    cfg.peers_per_swarm = args.peers_per_worker;
-    cfg.workers.enabled = args.workers;
-    let profiles = TempDir::new("bench-workers");
-    cfg.workers.profile_dir = Some(profiles.path().to_path_buf());
-    let whis_front = whis::start(cfg).await?;
 
     let site_bytes = measure_site_bytes(&plain_origin.url(), &args.page).await?;
     eprintln!(
@@ -409,7 +438,7 @@ async fn main() -> Result<()> {
         site_bytes as f64 / 1e6
     );
 
-    eprintln!("run 1: without Whis");
+    eprintln!("run: without Whis");
     let without = run(
         &args,
         "without Whis",
@@ -419,20 +448,27 @@ async fn main() -> Result<()> {
         site_bytes,
     )
     .await?;
-    eprintln!("run 2: with Whis");
-    let with = run(
-        &args,
-        "with Whis",
-        &whis_front.url(),
-        true,
-        &whis_throttle,
-        site_bytes,
-    )
-    .await?;
-    let worker_restarts = whis_front.state.workers.snapshot().restarts;
+    let mut runs = vec![without];
+    if let Some(stack) = &without_workers {
+        eprintln!("run: with Whis, no worker browsers");
+        runs.push(stack.run(&args, "Whis, no workers", site_bytes).await?);
+    }
+    let label = if args.workers {
+        "Whis + workers"
+    } else {
+        "with Whis"
+    };
+    eprintln!("run: {label}");
+    runs.push(with_workers.run(&args, label, site_bytes).await?);
+    let snap = with_workers.front.state.workers.snapshot();
+    let workers = args.workers.then(|| WorkerFigures {
+        started: snap.slots.len(),
+        ready_ms: snap.slots.iter().find_map(|s| s.ready_ms),
+        memory_bytes: snap.memory_bytes,
+        restarts: snap.restarts,
+    });
 
-    let runs = vec![without, with];
-    let md = markdown(&args, &runs);
+    let md = markdown(&args, &runs, workers.as_ref());
     println!("{md}");
     std::fs::create_dir_all(&args.out)?;
     let stem = format!("swarm-{}v-{:?}", args.visitors, args.pattern).to_lowercase();
@@ -446,17 +482,69 @@ async fn main() -> Result<()> {
             "mbit": args.mbit,
             "latency_ms": args.latency.as_millis() as u64,
             "page": args.page,
-            "workers": args.workers,
-            "worker_restarts": worker_restarts,
+            "peers_per_worker": args.peers_per_worker,
+            "workers": workers,
             "runs": runs,
         }))?,
     )?;
     eprintln!("wrote {}/{stem}.{{md,svg,json}}", args.out.display());
 
-    whis_front.stop().await;
-    upstream.stop().await;
+    with_workers.stop().await;
+    if let Some(stack) = without_workers {
+        stack.stop().await;
+    }
     plain_origin.stop().await;
-    whis_throttle.stop();
     plain_throttle.stop();
     Ok(())
+}
+
+/// An upstream origin behind its own congested uplink, and `whis --origin`
+/// in front of it: one per Whis run, so each run's origin bytes are its own.
+struct WhisStack {
+    upstream: whis::Running,
+    throttle: throttle::Throttle,
+    front: whis::Running,
+    _profiles: TempDir,
+}
+
+async fn whis_stack(site: &Path, shape: Shape, args: &Args, workers: bool) -> Result<WhisStack> {
+    let mut up_cfg = Config::for_root(site);
+    up_cfg.origin_only = true;
+    let upstream = whis::start(up_cfg).await?;
+    let throttle = throttle::start(upstream.addr, shape).await?;
+    let mut cfg = Config::for_root(PathBuf::new());
+    cfg.origin = OriginConfig::Proxy {
+        base: throttle.url(),
+    };
+    cfg.peers_per_swarm = args.peers_per_worker;
+    cfg.workers.enabled = workers;
+    let profiles = TempDir::new("bench-workers");
+    cfg.workers.profile_dir = Some(profiles.path().to_path_buf());
+    let front = whis::start(cfg).await?;
+    Ok(WhisStack {
+        upstream,
+        throttle,
+        front,
+        _profiles: profiles,
+    })
+}
+
+impl WhisStack {
+    async fn run(&self, args: &Args, label: &str, site_bytes: u64) -> Result<RunResult> {
+        run(
+            args,
+            label,
+            &self.front.url(),
+            true,
+            &self.throttle,
+            site_bytes,
+        )
+        .await
+    }
+
+    async fn stop(self) {
+        self.front.stop().await;
+        self.upstream.stop().await;
+        self.throttle.stop();
+    }
 }
