@@ -359,6 +359,42 @@ async fn proxy_mode_streams_the_origin_and_hashes_what_it_proxies() -> Result<()
     .await?;
     assert_eq!(via_proxy.json()?["pieces"], on_disk.json()?["pieces"]);
     assert_eq!(via_proxy.json()?["id"], on_disk.json()?["id"]);
+
+    // The body fetched to hash it answers the next Range requests for this
+    // version itself: the upstream does not send those bytes again.
+    let etag = via_proxy.json()?["etag"]
+        .as_str()
+        .ok_or("the manifest names the ETag")?
+        .to_string();
+    let upstream_before = origin_bytes(&upstream);
+    let front_before = origin_bytes(&front);
+    let piece = http_raw(
+        "GET",
+        &format!("{}/big.bin", front.url()),
+        &[("range", "bytes=100-1099"), ("if-range", &etag)],
+        b"",
+    )
+    .await?;
+    assert_eq!(piece.status, 206);
+    assert_eq!(piece.body, data[100..1100]);
+    assert_eq!(piece.header("etag"), Some(etag.as_str()));
+    assert_eq!(origin_bytes(&upstream), upstream_before, "served from the hashed body");
+    assert_eq!(origin_bytes(&front) - front_before, 1000, "and counted as sent by the origin side");
+    // If-Range names another version: the whole (current) file, per HTTP.
+    let stale = http_raw(
+        "GET",
+        &format!("{}/big.bin", front.url()),
+        &[("range", "bytes=0-9"), ("if-range", "\"some-other-version\"")],
+        b"",
+    )
+    .await?;
+    assert_eq!(stale.status, 200, "If-Range no longer holds: the whole file");
+    assert_eq!(stale.body, data);
+    assert_eq!(origin_bytes(&upstream), upstream_before);
+    // A query string may name something else: the upstream answers.
+    let query = http_raw("GET", &format!("{}/big.bin?v=2", front.url()), &[], b"").await?;
+    assert_eq!(query.status, 200);
+    assert!(origin_bytes(&upstream) > upstream_before);
     let missing = http_raw(
         "GET",
         &format!("{}/whis/manifest?path=/nope.bin", front.url()),

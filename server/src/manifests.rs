@@ -2,8 +2,10 @@
 //!
 //! A manifest is computed once per file version and cached by its validator
 //! (size + mtime for files; ETag/Last-Modified for a proxied origin). Hashing
-//! runs one at a time under `computing`, and the cache is checked again inside,
-//! so two visitors asking at once never hash the same version twice.
+//! a path runs one at a time under that path's lock in `computing`, and the
+//! cache is checked again inside, so two visitors asking at once never hash
+//! the same version twice; different paths are hashed in parallel (a page's
+//! twelve images must not queue behind each other on a slow origin).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,6 +28,12 @@ use crate::state::AppState;
 const PROXY_REVALIDATE: Duration = Duration::from_secs(10);
 /// Largest resource hashed for a manifest (bigger ones go straight to the origin).
 const MAX_RESOURCE: u64 = 2 * 1024 * 1024 * 1024;
+/// A proxied body fetched to be hashed is kept this long, so that the first
+/// visitors' Range requests for it do not cross the origin's uplink again.
+const BODY_TTL: Duration = Duration::from_secs(120);
+/// Bytes of such bodies kept at once, and the largest one kept.
+const BODY_BUDGET: usize = 256 * 1024 * 1024;
+const BODY_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum Validator {
@@ -52,7 +60,34 @@ pub struct ManifestService {
     /// Proxied paths found ineligible or missing, remembered for
     /// `PROXY_REVALIDATE` so visitors do not make us hammer the origin.
     refused: Mutex<HashMap<String, (Instant, u16, String)>>,
-    computing: tokio::sync::Mutex<()>,
+    computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recently hashed proxied bodies, oldest first (see `BODY_TTL`).
+    bodies: Mutex<std::collections::VecDeque<RecentBody>>,
+}
+
+struct RecentBody {
+    path: String,
+    manifest: Arc<Manifest>,
+    body: bytes::Bytes,
+    at: Instant,
+}
+
+/// Held while one path's manifest is computed; the last holder removes the
+/// path's lock, so the map only ever holds paths being worked on.
+struct PathLock<'a> {
+    key: String,
+    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for PathLock<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's Arc and our guard's: nobody else is waiting.
+        if locks.get(&self.key).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            locks.remove(&self.key);
+        }
+    }
 }
 
 impl ManifestService {
@@ -62,7 +97,21 @@ impl ManifestService {
             min_size: config.min_size,
             cache: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
-            computing: tokio::sync::Mutex::new(()),
+            computing: Mutex::new(HashMap::new()),
+            bodies: Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Wait for this path's turn to compute.
+    async fn lock_path(&self, key: &str) -> PathLock<'_> {
+        let lock = {
+            let mut locks = self.computing.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(key.to_string()).or_default())
+        };
+        PathLock {
+            key: key.to_string(),
+            locks: &self.computing,
+            _guard: lock.lock_owned().await,
         }
     }
 
@@ -85,6 +134,37 @@ impl ManifestService {
                 checked: Instant::now(),
             },
         );
+    }
+
+    /// A proxied body fetched for hashing within `BODY_TTL`, with its manifest.
+    pub fn recent_body(&self, path: &str) -> Option<(Arc<Manifest>, bytes::Bytes)> {
+        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        while bodies.front().is_some_and(|b| b.at.elapsed() > BODY_TTL) {
+            bodies.pop_front();
+        }
+        bodies
+            .iter()
+            .rev()
+            .find(|b| b.path == path)
+            .map(|b| (Arc::clone(&b.manifest), b.body.clone()))
+    }
+
+    fn keep_body(&self, path: &str, manifest: &Arc<Manifest>, body: bytes::Bytes) {
+        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        bodies.retain(|b| b.path != path);
+        bodies.push_back(RecentBody {
+            path: path.to_string(),
+            manifest: Arc::clone(manifest),
+            body,
+            at: Instant::now(),
+        });
+        let mut total: usize = bodies.iter().map(|b| b.body.len()).sum();
+        while total > BODY_BUDGET {
+            match bodies.pop_front() {
+                Some(old) => total -= old.body.len(),
+                None => break,
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -173,7 +253,7 @@ impl ManifestService {
         if let Some(m) = self.cached(&file.site_path, Some(&validator)) {
             return Ok(m);
         }
-        let _one_at_a_time = self.computing.lock().await;
+        let _one_at_a_time = self.lock_path(&file.site_path).await;
         if let Some(m) = self.cached(&file.site_path, Some(&validator)) {
             return Ok(m);
         }
@@ -239,7 +319,7 @@ impl ManifestService {
         if let Some(m) = fresh {
             return Ok(m);
         }
-        let _one_at_a_time = self.computing.lock().await;
+        let _one_at_a_time = self.lock_path(&key).await;
         let previous = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache
@@ -271,8 +351,7 @@ impl ManifestService {
                 request = request.insert_header((header::IF_MODIFIED_SINCE, lm.as_str()));
             }
         }
-        let mut res = request
-            .send()
+        let mut res = origin::send_bodiless(request)
             .await
             .map_err(|e| ApiError::Origin(format!("{url}: {e}")))?;
         if res.status() == StatusCode::NOT_MODIFIED {
@@ -315,9 +394,17 @@ impl ManifestService {
             last_modified: headers.last_modified.clone(),
         };
         let mut builder = ManifestBuilder::new(self.piece_size);
+        let mut body = Some(bytes::BytesMut::new());
         while let Some(chunk) = res.next().await {
             let chunk = chunk.map_err(|e| ApiError::Origin(format!("{url}: {e}")))?;
             builder.update(&chunk);
+            if let Some(b) = body.as_mut() {
+                if b.len() + chunk.len() <= BODY_MAX {
+                    b.extend_from_slice(&chunk);
+                } else {
+                    body = None;
+                }
+            }
             state
                 .metrics
                 .manifest_fetch_bytes
@@ -339,6 +426,9 @@ impl ManifestService {
             path.as_str(),
             &manifest.id[..12]
         );
+        if let Some(b) = body {
+            self.keep_body(&key, &manifest, b.freeze());
+        }
         self.store(key, validator, Arc::clone(&manifest));
         Ok(manifest)
     }

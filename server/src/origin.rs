@@ -118,7 +118,10 @@ pub async fn serve(
     }
     match &state.config.origin {
         OriginConfig::Static { root } => serve_file(&req, root, &path, &state),
-        OriginConfig::Proxy { base } => proxy(&req, body, base, &state, &client).await,
+        OriginConfig::Proxy { base } => match serve_recent(&req, &path, &state) {
+            Some(res) => Ok(res),
+            None => proxy(&req, body, base, &state, &client).await,
+        },
     }
 }
 
@@ -151,27 +154,9 @@ fn serve_file(
     if not_modified(req, &etag, mtime_secs(&file.meta)) {
         return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
     }
-    let range = match req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(r) if if_range_holds(req, &etag, &last_modified) => parse_range(r, len),
-        _ => RangeAnswer::Full,
-    };
-    let (start, count) = match range {
-        RangeAnswer::Full => (0, len),
-        RangeAnswer::Partial { start, end } => {
-            res.status(StatusCode::PARTIAL_CONTENT)
-                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
-            (start, end - start + 1)
-        }
-        RangeAnswer::Unsatisfiable => {
-            return Ok(HttpResponse::RangeNotSatisfiable()
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
-                .insert_header((header::CONTENT_TYPE, "application/json"))
-                .body(r#"{"error":"range_not_satisfiable","message":"the Range is outside the file"}"#));
-        }
+    let (start, count) = match span(req, &mut res, len, &etag, &last_modified) {
+        Ok(span) => span,
+        Err(unsatisfiable) => return Ok(unsatisfiable),
     };
     if req.method() == Method::HEAD {
         // The size is announced; the (empty) body is never polled for HEAD.
@@ -184,6 +169,87 @@ fn serve_file(
         .origin_responses
         .fetch_add(1, Ordering::Relaxed);
     Ok(res.body(SizedStream::new(count, counted(stream, state))))
+}
+
+/// The part of a `len`-byte representation to send, `(start, count)`: all of
+/// it, or the request's `Range` (then `res` becomes a 206 with its
+/// `Content-Range`) when `If-Range` still names this version. An
+/// unsatisfiable range is the whole answer (`Err`).
+fn span(
+    req: &HttpRequest,
+    res: &mut actix_web::HttpResponseBuilder,
+    len: u64,
+    etag: &str,
+    last_modified: &str,
+) -> Result<(u64, u64), HttpResponse> {
+    let range = match req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(r) if if_range_holds(req, etag, last_modified) => parse_range(r, len),
+        _ => RangeAnswer::Full,
+    };
+    match range {
+        RangeAnswer::Full => Ok((0, len)),
+        RangeAnswer::Partial { start, end } => {
+            res.status(StatusCode::PARTIAL_CONTENT)
+                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+            Ok((start, end - start + 1))
+        }
+        RangeAnswer::Unsatisfiable => Err(HttpResponse::RangeNotSatisfiable()
+            .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(r#"{"error":"range_not_satisfiable","message":"the Range is outside the file"}"#)),
+    }
+}
+
+/// A proxied resource whose body Whis fetched moments ago to hash it: answer
+/// from those bytes instead of asking the origin again. Only a plain GET or
+/// HEAD of the path (no query, no conditional other than `If-Range`), so the
+/// answer is exactly what the origin sent for this version.
+fn serve_recent(req: &HttpRequest, path: &SitePath, state: &Arc<AppState>) -> Option<HttpResponse> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
+        || req.uri().query().is_some()
+        || req.headers().contains_key(header::IF_NONE_MATCH)
+        || req.headers().contains_key(header::IF_MODIFIED_SINCE)
+    {
+        return None;
+    }
+    let (manifest, body) = state.manifests.recent_body(path.as_str())?;
+    let h = &manifest.headers;
+    let mut res = HttpResponse::Ok();
+    for (name, value) in [
+        (header::CONTENT_TYPE, &h.content_type),
+        (header::ETAG, &h.etag),
+        (header::LAST_MODIFIED, &h.last_modified),
+        (header::CACHE_CONTROL, &h.cache_control),
+    ] {
+        if let Some(v) = value {
+            res.insert_header((name, v.as_str()));
+        }
+    }
+    res.insert_header((header::ACCEPT_RANGES, "bytes"));
+    let etag = h.etag.as_deref().unwrap_or("");
+    let last_modified = h.last_modified.as_deref().unwrap_or("");
+    if req.headers().contains_key(header::IF_RANGE) && etag.is_empty() && last_modified.is_empty() {
+        return None;
+    }
+    let (start, count) = match span(req, &mut res, body.len() as u64, etag, last_modified) {
+        Ok(span) => span,
+        Err(unsatisfiable) => return Some(unsatisfiable),
+    };
+    if req.method() == Method::HEAD {
+        let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
+        return Some(res.body(SizedStream::new(count, nothing)));
+    }
+    state
+        .metrics
+        .origin_responses
+        .fetch_add(1, Ordering::Relaxed);
+    let part = body.slice(start as usize..(start + count) as usize);
+    let once = futures_util::stream::once(async move { Ok::<_, std::io::Error>(part) });
+    Some(res.body(SizedStream::new(count, counted(once, state))))
 }
 
 fn not_modified(req: &HttpRequest, etag: &str, mtime: u64) -> bool {
@@ -361,6 +427,24 @@ fn hop_by_hop(name: &header::HeaderName) -> bool {
     )
 }
 
+/// Send a request without a body. A pooled keep-alive connection that the
+/// origin had already closed fails before one byte of the answer arrives
+/// (`Disconnected`); nothing was processed, so the request goes once more,
+/// on a fresh connection.
+pub(crate) async fn send_bodiless(
+    request: awc::ClientRequest,
+) -> <awc::SendClientRequest as std::future::Future>::Output {
+    use awc::error::{ConnectError, SendRequestError};
+    let frozen = request.freeze().map_err(SendRequestError::from)?;
+    match frozen.send().await {
+        Err(SendRequestError::Connect(ConnectError::Disconnected)) => {
+            log::debug!("origin closed a pooled connection; sending again");
+            frozen.send().await
+        }
+        other => other,
+    }
+}
+
 async fn proxy(
     req: &HttpRequest,
     body: web::Payload,
@@ -386,10 +470,12 @@ async fn proxy(
     if let Some(peer) = req.peer_addr() {
         upstream = upstream.append_header(("x-forwarded-for", peer.ip().to_string()));
     }
-    let res = upstream
-        .send_stream(body)
-        .await
-        .map_err(|e| ApiError::Origin(format!("{url}: {e}")))?;
+    let res = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        send_bodiless(upstream).await
+    } else {
+        upstream.send_stream(body).await
+    }
+    .map_err(|e| ApiError::Origin(format!("{url}: {e}")))?;
     let mut out = HttpResponse::build(res.status());
     for (name, value) in res.headers() {
         if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
