@@ -14,8 +14,10 @@
   if (window.whis || window.__whisNoAgent) return
   const script = document.currentScript
   const ownSw = script && script.dataset ? script.dataset.sw : undefined
-  const FALLBACK_MS = 1500
-  const LIBS = ['errors', 'wire', 'manifest', 'picker', 'store', 'fetcher', 'agent']
+  // How long data-whis-src waits for the service worker before the origin
+  // gets the request directly. A busy origin is exactly when installing the
+  // worker is slow and when waiting for it pays off most.
+  const FALLBACK_MS = 4000
   const zero = { bytesFromPeers: 0, bytesFromWorker: 0, bytesFromOrigin: 0, bytesFromCache: 0, peers: 0, verifiedPieces: 0, rejectedPieces: 0 }
   const sw = navigator.serviceWorker
   let agent = null
@@ -65,10 +67,10 @@
 
   if (!ownSw) sw.register('/whis-sw.js', { scope: '/' }).catch(() => resolveSources())
 
-  function load (name) {
+  function loadLib () {
     return new Promise((resolve, reject) => {
       const s = document.createElement('script')
-      s.src = `/whis/lib/${name}.js`
+      s.src = '/whis/lib.js' // every file of sw/lib in one script
       s.async = false
       s.onload = resolve
       s.onerror = () => reject(new Error(`cannot load ${s.src}`))
@@ -108,7 +110,7 @@
   }
 
   async function runAgent () {
-    for (const name of LIBS) await load(name)
+    await loadLib()
     const W = window.Whis
     const store = await W.store.openStore()
     agent = new W.Agent({ store, scope: '/' })

@@ -6,8 +6,7 @@
 // own fetch handler keeps everything else; as /whis-sw.js it claims every
 // eligible request and passes unknown ones through untouched.
 /* global importScripts */
-importScripts('/whis/lib/errors.js', '/whis/lib/wire.js', '/whis/lib/manifest.js', '/whis/lib/eligibility.js',
-  '/whis/lib/store.js', '/whis/lib/fetcher.js', '/whis/lib/sw-core.js')
+importScripts('/whis/lib.js') // every file of sw/lib in one script
 ;(function () {
   'use strict'
   const W = self.Whis

@@ -33,6 +33,39 @@ fn content_type(rel: &str) -> &'static str {
     }
 }
 
+/// `/whis/lib.js`: every file of `sw/lib/` in one script, in dependency
+/// order, so a first visit pays one round trip for them, not one each (on a
+/// congested origin each costs seconds, and the page waits for the worker).
+const BUNDLE: &str = "lib.js";
+const BUNDLE_PARTS: [&str; 9] = [
+    "lib/errors.js",
+    "lib/wire.js",
+    "lib/manifest.js",
+    "lib/eligibility.js",
+    "lib/picker.js",
+    "lib/store.js",
+    "lib/fetcher.js",
+    "lib/agent.js",
+    "lib/sw-core.js",
+];
+
+/// One file of `sw/`, from `--sw-dir` or the embedded copy.
+fn read(state: &AppState, rel: &str) -> Option<Vec<u8>> {
+    match &state.config.sw_dir {
+        Some(dir) => {
+            let mut full = dir.clone();
+            for seg in rel.split('/') {
+                full.push(seg);
+            }
+            std::fs::read(&full).ok()
+        }
+        None => EMBEDDED
+            .iter()
+            .find(|(name, _)| *name == rel)
+            .map(|(_, bytes)| bytes.to_vec()),
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub struct WorkerQuery {
     secret: Option<String>,
@@ -50,19 +83,17 @@ pub async fn serve(
             "the worker page is only for the server's own worker browsers",
         ));
     }
-    let body: Vec<u8> = match &state.config.sw_dir {
-        Some(dir) => {
-            let mut full = dir.clone();
-            for seg in rel.split('/') {
-                full.push(seg);
-            }
-            std::fs::read(&full).map_err(|_| ApiError::NotFound(path.as_str().into()))?
+    let body = if rel == BUNDLE {
+        let mut all = Vec::new();
+        for part in BUNDLE_PARTS {
+            let bytes = read(&state, part).ok_or_else(|| ApiError::NotFound(part.into()))?;
+            all.extend_from_slice(format!("// ---- {part}\n").as_bytes());
+            all.extend_from_slice(&bytes);
+            all.extend_from_slice(b"\n;\n");
         }
-        None => EMBEDDED
-            .iter()
-            .find(|(name, _)| *name == rel)
-            .map(|(_, bytes)| bytes.to_vec())
-            .ok_or_else(|| ApiError::NotFound(path.as_str().into()))?,
+        all
+    } else {
+        read(&state, rel).ok_or_else(|| ApiError::NotFound(path.as_str().into()))?
     };
     let mut res = HttpResponse::Ok();
     res.insert_header((header::CONTENT_TYPE, content_type(rel)))
@@ -100,5 +131,12 @@ mod tests {
             !EMBEDDED.iter().any(|(n, _)| n.starts_with("test/")),
             "tests are not shipped"
         );
+        let lib: Vec<&str> = EMBEDDED
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n.starts_with("lib/"))
+            .collect();
+        assert_eq!(lib.len(), BUNDLE_PARTS.len(), "lib.js bundles every file of sw/lib: {lib:?}");
+        assert!(BUNDLE_PARTS.iter().all(|p| lib.contains(p)));
     }
 }
