@@ -8,12 +8,14 @@
 //! ```
 //!
 //! Topology (all on loopback):
-//! - upstream: `whis --origin-only` serving a copy of the demo site;
-//! - throttle: a proxy in front of it with a shared uplink and added latency;
-//!   the bytes it carries to clients are the origin bytes of both runs;
-//! - run "without Whis": visitors load the page straight from the throttle, from
-//!   a copy of the site with plain `src` attributes and no client.js;
-//! - run "with Whis": `whis --origin <throttle>` in front, visitors load from it.
+//! - throttle: a proxy in front of each site with a shared uplink and added
+//!   latency; the bytes it carries to visitors are the site's bytes of a run;
+//! - run "without Whis": a plain static origin (`whis --origin-only`) serving a
+//!   copy of the site with plain `src` attributes and no client.js;
+//! - runs "with Whis": `whis serve --root` (Whis is the origin) behind its own
+//!   throttle, so Whis's own scripts, manifests and signaling are counted too.
+//!   Worker browsers reach whis directly (they run beside it); what they send
+//!   visitors is reported apart ("from worker"), not as origin bytes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -498,31 +500,28 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// An upstream origin behind its own congested uplink, and `whis --origin`
-/// in front of it: one per Whis run, so each run's origin bytes are its own.
+/// The site served by `whis` itself (Whis is the origin, as `whis serve
+/// --root` runs), behind its own congested uplink: everything the site sends
+/// to visitors (pages, pictures, Whis's scripts, manifests, signaling) crosses
+/// it and is counted; what visitors send each other does not.
 struct WhisStack {
-    upstream: whis::Running,
     throttle: throttle::Throttle,
     front: whis::Running,
     _profiles: TempDir,
 }
 
 async fn whis_stack(site: &Path, shape: Shape, args: &Args, workers: bool) -> Result<WhisStack> {
-    let mut up_cfg = Config::for_root(site);
-    up_cfg.origin_only = true;
-    let upstream = whis::start(up_cfg).await?;
-    let throttle = throttle::start(upstream.addr, shape).await?;
-    let mut cfg = Config::for_root(PathBuf::new());
-    cfg.origin = OriginConfig::Proxy {
-        base: throttle.url(),
+    let mut cfg = Config::for_root(site);
+    cfg.origin = OriginConfig::Static {
+        root: site.to_path_buf(),
     };
     cfg.peers_per_swarm = args.peers_per_worker;
     cfg.workers.enabled = workers;
     let profiles = TempDir::new("bench-workers");
     cfg.workers.profile_dir = Some(profiles.path().to_path_buf());
     let front = whis::start(cfg).await?;
+    let throttle = throttle::start(front.addr, shape).await?;
     Ok(WhisStack {
-        upstream,
         throttle,
         front,
         _profiles: profiles,
@@ -534,7 +533,7 @@ impl WhisStack {
         run(
             args,
             label,
-            &self.front.url(),
+            &self.throttle.url(),
             true,
             &self.throttle,
             site_bytes,
@@ -543,8 +542,7 @@ impl WhisStack {
     }
 
     async fn stop(self) {
-        self.front.stop().await;
-        self.upstream.stop().await;
         self.throttle.stop();
+        self.front.stop().await;
     }
 }
