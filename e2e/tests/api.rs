@@ -378,17 +378,31 @@ async fn proxy_mode_streams_the_origin_and_hashes_what_it_proxies() -> Result<()
     assert_eq!(piece.status, 206);
     assert_eq!(piece.body, data[100..1100]);
     assert_eq!(piece.header("etag"), Some(etag.as_str()));
-    assert_eq!(origin_bytes(&upstream), upstream_before, "served from the hashed body");
-    assert_eq!(origin_bytes(&front) - front_before, 1000, "and counted as sent by the origin side");
+    assert_eq!(
+        origin_bytes(&upstream),
+        upstream_before,
+        "served from the hashed body"
+    );
+    assert_eq!(
+        origin_bytes(&front) - front_before,
+        1000,
+        "and counted as sent by the origin side"
+    );
     // If-Range names another version: the whole (current) file, per HTTP.
     let stale = http_raw(
         "GET",
         &format!("{}/big.bin", front.url()),
-        &[("range", "bytes=0-9"), ("if-range", "\"some-other-version\"")],
+        &[
+            ("range", "bytes=0-9"),
+            ("if-range", "\"some-other-version\""),
+        ],
         b"",
     )
     .await?;
-    assert_eq!(stale.status, 200, "If-Range no longer holds: the whole file");
+    assert_eq!(
+        stale.status, 200,
+        "If-Range no longer holds: the whole file"
+    );
     assert_eq!(stale.body, data);
     assert_eq!(origin_bytes(&upstream), upstream_before);
     // A query string may name something else: the upstream answers.

@@ -136,7 +136,11 @@ mod tests {
             .map(|(n, _)| *n)
             .filter(|n| n.starts_with("lib/"))
             .collect();
-        assert_eq!(lib.len(), BUNDLE_PARTS.len(), "lib.js bundles every file of sw/lib: {lib:?}");
+        assert_eq!(
+            lib.len(),
+            BUNDLE_PARTS.len(),
+            "lib.js bundles every file of sw/lib: {lib:?}"
+        );
         assert!(BUNDLE_PARTS.iter().all(|p| lib.contains(p)));
     }
 }

@@ -84,7 +84,10 @@ impl Drop for PathLock<'_> {
     fn drop(&mut self) {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         // The map's Arc and our guard's: nobody else is waiting.
-        if locks.get(&self.key).is_some_and(|l| Arc::strong_count(l) <= 2) {
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
             locks.remove(&self.key);
         }
     }

@@ -200,7 +200,9 @@ fn span(
         RangeAnswer::Unsatisfiable => Err(HttpResponse::RangeNotSatisfiable()
             .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
             .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(r#"{"error":"range_not_satisfiable","message":"the Range is outside the file"}"#)),
+            .body(
+                r#"{"error":"range_not_satisfiable","message":"the Range is outside the file"}"#,
+            )),
     }
 }
 
