@@ -44,6 +44,14 @@ pub fn init_logs() {
     .try_init();
 }
 
+/// Logs for the benchmark programs: warnings, without Chromium's chatter.
+pub fn init_bench_logs() {
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,chromiumoxide=error"),
+    )
+    .try_init();
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(PathBuf);
 
@@ -201,6 +209,17 @@ impl Visitor {
     pub async fn wait_seeding(&self, n: usize, within: Duration) -> Result<()> {
         self.wait_for(
             &format!("!!window.whis && !!window.whis.agent && window.whis.agent.status().resources >= {n}"),
+            within,
+        )
+        .await
+    }
+
+    /// Wait until this page is controlled by the service worker and its agent
+    /// has an open connection whose holdings it knows.
+    pub async fn wait_connected(&self, within: Duration) -> Result<()> {
+        self.wait_for(
+            "!!navigator.serviceWorker.controller && !!window.whis && !!window.whis.agent \
+             && window.whis.agent.openCount() >= 1 && window.whis.agent.settling() === 0",
             within,
         )
         .await

@@ -247,12 +247,7 @@ async fn range_requests_and_video_seeking_through_the_service_worker() -> Result
     // A, so the ranges below are pieces it does not hold yet and A does.
     let b = Visitor::launch("b").await?;
     b.goto(&format!("{url}/index.html")).await?;
-    b.wait_for(
-        "!!navigator.serviceWorker.controller && !!window.whis && !!window.whis.agent \
-         && window.whis.agent.openCount() >= 1 && window.whis.agent.settling() === 0",
-        Duration::from_secs(30),
-    )
-    .await?;
+    b.wait_connected(Duration::from_secs(30)).await?;
     let (start, end) = (1_000_000usize, 1_299_999usize);
     let part: Fetched = b
         .eval(&fetch_digest_js(

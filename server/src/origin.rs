@@ -154,9 +154,8 @@ fn serve_file(
     if not_modified(req, &etag, mtime_secs(&file.meta)) {
         return Ok(res.status(StatusCode::NOT_MODIFIED).finish());
     }
-    let (start, count) = match span(req, &mut res, len, &etag, &last_modified) {
-        Ok(span) => span,
-        Err(unsatisfiable) => return Ok(unsatisfiable),
+    let Some((start, count)) = span(req, &mut res, len, &etag, &last_modified) else {
+        return Ok(range_not_satisfiable(len));
     };
     if req.method() == Method::HEAD {
         // The size is announced; the (empty) body is never polled for HEAD.
@@ -173,15 +172,15 @@ fn serve_file(
 
 /// The part of a `len`-byte representation to send, `(start, count)`: all of
 /// it, or the request's `Range` (then `res` becomes a 206 with its
-/// `Content-Range`) when `If-Range` still names this version. An
-/// unsatisfiable range is the whole answer (`Err`).
+/// `Content-Range`) when `If-Range` still names this version. `None`: the
+/// range is unsatisfiable (answer with [`range_not_satisfiable`]).
 fn span(
     req: &HttpRequest,
     res: &mut actix_web::HttpResponseBuilder,
     len: u64,
     etag: &str,
     last_modified: &str,
-) -> Result<(u64, u64), HttpResponse> {
+) -> Option<(u64, u64)> {
     let range = match req
         .headers()
         .get(header::RANGE)
@@ -191,19 +190,21 @@ fn span(
         _ => RangeAnswer::Full,
     };
     match range {
-        RangeAnswer::Full => Ok((0, len)),
+        RangeAnswer::Full => Some((0, len)),
         RangeAnswer::Partial { start, end } => {
             res.status(StatusCode::PARTIAL_CONTENT)
                 .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
-            Ok((start, end - start + 1))
+            Some((start, end - start + 1))
         }
-        RangeAnswer::Unsatisfiable => Err(HttpResponse::RangeNotSatisfiable()
-            .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(
-                r#"{"error":"range_not_satisfiable","message":"the Range is outside the file"}"#,
-            )),
+        RangeAnswer::Unsatisfiable => None,
     }
+}
+
+fn range_not_satisfiable(len: u64) -> HttpResponse {
+    HttpResponse::RangeNotSatisfiable()
+        .insert_header((header::CONTENT_RANGE, format!("bytes */{len}")))
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .body(r#"{"error":"range_not_satisfiable","message":"the Range is outside the file"}"#)
 }
 
 /// A proxied resource whose body Whis fetched moments ago to hash it: answer
@@ -237,9 +238,9 @@ fn serve_recent(req: &HttpRequest, path: &SitePath, state: &Arc<AppState>) -> Op
     if req.headers().contains_key(header::IF_RANGE) && etag.is_empty() && last_modified.is_empty() {
         return None;
     }
-    let (start, count) = match span(req, &mut res, body.len() as u64, etag, last_modified) {
-        Ok(span) => span,
-        Err(unsatisfiable) => return Some(unsatisfiable),
+    let len = body.len() as u64;
+    let Some((start, count)) = span(req, &mut res, len, etag, last_modified) else {
+        return Some(range_not_satisfiable(len));
     };
     if req.method() == Method::HEAD {
         let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();

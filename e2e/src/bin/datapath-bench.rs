@@ -168,10 +168,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse_args();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,chromiumoxide=error"),
-    )
-    .init();
+    e2e::init_bench_logs();
     let site = TempDir::new("datapath-site");
     let digests = make_site(site.path(), &args)?;
     let whis = e2e::start_whis(site.path(), |_| {}).await?;
@@ -185,9 +182,9 @@ async fn main() -> Result<()> {
         Duration::from_secs(30),
     )
     .await?;
-    for r in 0..args.rounds {
+    for (r, digest) in digests.iter().enumerate() {
         let got: Timed = a.eval(&fetch_timed_js(&format!("/blob-{r}.bin"))).await?;
-        if got.sha256 != digests[r] {
+        if &got.sha256 != digest {
             return Err(format!("a: blob-{r}.bin differs from the file").into());
         }
     }
@@ -195,19 +192,14 @@ async fn main() -> Result<()> {
 
     let b = Visitor::launch("b").await?;
     b.goto(&format!("{url}/index.html")).await?;
-    b.wait_for(
-        "!!navigator.serviceWorker.controller && !!window.whis && !!window.whis.agent \
-         && window.whis.agent.openCount() >= 1 && window.whis.agent.settling() === 0",
-        Duration::from_secs(30),
-    )
-    .await?;
+    b.wait_connected(Duration::from_secs(30)).await?;
     b.eval::<bool>(RAW_CHANNEL_JS).await?;
     a.eval::<bool>(RAW_CHANNEL_JS).await?;
 
     let mut raw = Vec::new();
     let mut path = Vec::new();
     let mut peer_share = Vec::new();
-    for r in 0..args.rounds {
+    for (r, digest) in digests.iter().enumerate() {
         // Raw: A → B, same bytes, same message size and flow control.
         b.eval::<bool>("(window.__raw.got = 0, window.__raw.first = 0, true)")
             .await?;
@@ -224,7 +216,7 @@ async fn main() -> Result<()> {
         let before: Stats = b.stats().await?;
         let got: Timed = b.eval(&fetch_timed_js(&format!("/blob-{r}.bin"))).await?;
         let after: Stats = b.stats().await?;
-        if got.sha256 != digests[r] || got.bytes as usize != bytes {
+        if &got.sha256 != digest || got.bytes as usize != bytes {
             return Err(format!("b: blob-{r}.bin differs from the file").into());
         }
         let from_peers = after.bytes_from_peers - before.bytes_from_peers;

@@ -513,7 +513,9 @@ fn print_table(
     cpu: usize,
 ) {
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let rows: [(&str, &str, &dyn Fn(f64) -> String, bool); 7] = [
+    // (figure, JSON key, format, higher is better)
+    type Row<'a> = (&'a str, &'a str, &'a dyn Fn(f64) -> String, bool);
+    let rows: [Row; 7] = [
         (
             "peers joined per second",
             "joins_per_s",

@@ -407,10 +407,7 @@ fn svg(runs: &[RunResult]) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse_args();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,chromiumoxide=error"),
-    )
-    .init();
+    e2e::init_bench_logs();
     let shape = Shape {
         bits_per_second: (args.mbit * 1e6) as u64,
         latency: args.latency,
