@@ -131,9 +131,12 @@ async fn the_worker_seeds_visitors_who_never_meet_and_survives_kill_9() -> Resul
     assert_eq!(whis.state.workers.snapshot().alive, 1);
     a.close().await;
     let after_a = origin_bytes(&whis);
+    // The worker asks A first and waits for it (8 s); when A's connection is
+    // late on a loaded machine it pulls from the origin instead. Either way
+    // A and the worker cost less than two copies (usually about one).
     assert!(
-        after_a < images * 3 / 2,
-        "A and the worker together cost the origin about one copy: {after_a} for {images}"
+        after_a < images * 2,
+        "A and the worker together cost the origin under two copies: {after_a} for {images}"
     );
 
     // B arrives after A left: its bytes come from the worker, not the origin.
