@@ -388,6 +388,20 @@ async fn proxy_mode_streams_the_origin_and_hashes_what_it_proxies() -> Result<()
         1000,
         "and counted as sent by the origin side"
     );
+    // A Range past the end: 416 with the size, from the hashed body too.
+    let past = http_raw(
+        "GET",
+        &format!("{}/big.bin", front.url()),
+        &[("range", "bytes=99999999-")],
+        b"",
+    )
+    .await?;
+    assert_eq!(error_of(&past), (416, "range_not_satisfiable".into()));
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{}", data.len()).as_str())
+    );
+    assert_eq!(origin_bytes(&upstream), upstream_before);
     // If-Range names another version: the whole (current) file, per HTTP.
     let stale = http_raw(
         "GET",

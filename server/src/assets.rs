@@ -66,6 +66,17 @@ fn read(state: &AppState, rel: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// The files of `BUNDLE_PARTS` as one script (`None` if one is missing).
+fn bundle(state: &AppState) -> Option<Vec<u8>> {
+    let mut all = Vec::new();
+    for part in BUNDLE_PARTS {
+        all.extend_from_slice(format!("// ---- {part}\n").as_bytes());
+        all.extend_from_slice(&read(state, part)?);
+        all.extend_from_slice(b"\n;\n");
+    }
+    Some(all)
+}
+
 #[derive(serde::Deserialize)]
 pub struct WorkerQuery {
     secret: Option<String>,
@@ -84,14 +95,18 @@ pub async fn serve(
         ));
     }
     let body = if rel == BUNDLE {
-        let mut all = Vec::new();
-        for part in BUNDLE_PARTS {
-            let bytes = read(&state, part).ok_or_else(|| ApiError::NotFound(part.into()))?;
-            all.extend_from_slice(format!("// ---- {part}\n").as_bytes());
-            all.extend_from_slice(&bytes);
-            all.extend_from_slice(b"\n;\n");
+        if state.config.sw_dir.is_some() {
+            // Development: the files on disk may change between requests.
+            bundle(&state).ok_or_else(|| ApiError::NotFound(path.as_str().into()))?
+        } else {
+            // Embedded files never change: concatenate them once.
+            static EMBEDDED_BUNDLE: std::sync::OnceLock<Option<Vec<u8>>> =
+                std::sync::OnceLock::new();
+            EMBEDDED_BUNDLE
+                .get_or_init(|| bundle(&state))
+                .clone()
+                .ok_or_else(|| ApiError::NotFound(path.as_str().into()))?
         }
-        all
     } else {
         read(&state, rel).ok_or_else(|| ApiError::NotFound(path.as_str().into()))?
     };

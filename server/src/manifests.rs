@@ -61,12 +61,12 @@ pub struct ManifestService {
     /// `PROXY_REVALIDATE` so visitors do not make us hammer the origin.
     refused: Mutex<HashMap<String, (Instant, u16, String)>>,
     computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Recently hashed proxied bodies, oldest first (see `BODY_TTL`).
-    bodies: Mutex<std::collections::VecDeque<RecentBody>>,
+    /// Recently hashed proxied bodies by path (see `BODY_TTL`): looked up on
+    /// every proxied request, so a map, not a list.
+    bodies: Mutex<HashMap<String, RecentBody>>,
 }
 
 struct RecentBody {
-    path: String,
     manifest: Arc<Manifest>,
     body: bytes::Bytes,
     at: Instant,
@@ -101,7 +101,7 @@ impl ManifestService {
             cache: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             computing: Mutex::new(HashMap::new()),
-            bodies: Mutex::new(std::collections::VecDeque::new()),
+            bodies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,31 +141,37 @@ impl ManifestService {
 
     /// A proxied body fetched for hashing within `BODY_TTL`, with its manifest.
     pub fn recent_body(&self, path: &str) -> Option<(Arc<Manifest>, bytes::Bytes)> {
-        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
-        while bodies.front().is_some_and(|b| b.at.elapsed() > BODY_TTL) {
-            bodies.pop_front();
-        }
+        let bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
         bodies
-            .iter()
-            .rev()
-            .find(|b| b.path == path)
+            .get(path)
+            .filter(|b| b.at.elapsed() <= BODY_TTL)
             .map(|b| (Arc::clone(&b.manifest), b.body.clone()))
     }
 
+    /// Keep a hashed body; drop expired ones, then the oldest over the budget.
+    /// Runs once per hashed version, so the scans here are off the hot path.
     fn keep_body(&self, path: &str, manifest: &Arc<Manifest>, body: bytes::Bytes) {
         let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
-        bodies.retain(|b| b.path != path);
-        bodies.push_back(RecentBody {
-            path: path.to_string(),
-            manifest: Arc::clone(manifest),
-            body,
-            at: Instant::now(),
-        });
-        let mut total: usize = bodies.iter().map(|b| b.body.len()).sum();
+        bodies.retain(|_, b| b.at.elapsed() <= BODY_TTL);
+        bodies.insert(
+            path.to_string(),
+            RecentBody {
+                manifest: Arc::clone(manifest),
+                body,
+                at: Instant::now(),
+            },
+        );
+        let mut total: usize = bodies.values().map(|b| b.body.len()).sum();
         while total > BODY_BUDGET {
-            match bodies.pop_front() {
-                Some(old) => total -= old.body.len(),
-                None => break,
+            let Some(oldest) = bodies
+                .iter()
+                .min_by_key(|(_, b)| b.at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(old) = bodies.remove(&oldest) {
+                total -= old.body.len();
             }
         }
     }

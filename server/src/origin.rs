@@ -158,9 +158,7 @@ fn serve_file(
         return Ok(range_not_satisfiable(len));
     };
     if req.method() == Method::HEAD {
-        // The size is announced; the (empty) body is never polled for HEAD.
-        let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
-        return Ok(res.body(SizedStream::new(count, nothing)));
+        return Ok(head_answer(res, count));
     }
     let stream = file_stream(file.path, start, count);
     state
@@ -198,6 +196,12 @@ fn span(
         }
         RangeAnswer::Unsatisfiable => None,
     }
+}
+
+/// A HEAD answer: the size is announced; the (empty) body is never polled.
+fn head_answer(mut res: actix_web::HttpResponseBuilder, count: u64) -> HttpResponse {
+    let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
+    res.body(SizedStream::new(count, nothing))
 }
 
 fn range_not_satisfiable(len: u64) -> HttpResponse {
@@ -243,8 +247,7 @@ fn serve_recent(req: &HttpRequest, path: &SitePath, state: &Arc<AppState>) -> Op
         return Some(range_not_satisfiable(len));
     };
     if req.method() == Method::HEAD {
-        let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
-        return Some(res.body(SizedStream::new(count, nothing)));
+        return Some(head_answer(res, count));
     }
     state
         .metrics

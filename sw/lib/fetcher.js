@@ -186,5 +186,5 @@
     return { promise, resolve, reject }
   }
 
-  W.fetcher = { Acquisition, fetchRange, deadlineFor, originSpeed, peerFlow }
+  W.fetcher = { Acquisition, fetchRange, deadlineFor, originSpeed }
 })(globalThis.Whis = globalThis.Whis || {})

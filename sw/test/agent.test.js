@@ -3,13 +3,7 @@
 // place of WebRTC: no browser.
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const fs = require('node:fs')
-const path = require('node:path')
-const vm = require('node:vm')
 const W = require('./load.js')
-
-const agentFile = path.join(__dirname, '..', 'lib', 'agent.js')
-vm.runInThisContext(fs.readFileSync(agentFile, 'utf8'), { filename: agentFile })
 
 const ID = 'ab'.repeat(32)
 const INFO = { id: ID, size: 10 * 1000, piece_size: 1000, count: 10, path: '/x.bin' }

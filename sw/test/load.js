@@ -5,7 +5,9 @@ const fs = require('node:fs')
 const path = require('node:path')
 const vm = require('node:vm')
 
-const ORDER = ['errors', 'wire', 'manifest', 'eligibility', 'picker', 'store', 'fetcher', 'sw-core']
+// The order of /whis/lib.js (server/src/assets.rs). agent.js only touches
+// browser APIs when an agent connects, so loading it here is harmless.
+const ORDER = ['errors', 'wire', 'manifest', 'eligibility', 'picker', 'store', 'fetcher', 'agent', 'sw-core']
 for (const name of ORDER) {
   const file = path.join(__dirname, '..', 'lib', `${name}.js`)
   vm.runInThisContext(fs.readFileSync(file, 'utf8'), { filename: file })
