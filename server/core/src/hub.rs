@@ -564,22 +564,27 @@ impl Hub {
 
     /// Peers to connect to: the worker first, then peers that hold what is
     /// wanted (most matches first), then the most recent joiners.
+    ///
+    /// Only peers that joined before `me` are suggested, and none to the
+    /// worker: every pair has one initiator (the younger visitor; a visitor
+    /// towards the worker), so two offers never cross. Crossed offers are
+    /// resolved by rollback, but that costs a round of negotiation, which
+    /// took seconds on a loaded machine.
     fn suggest(&self, me: &str, want: &[String]) -> Vec<PeerId> {
         let Some(peer) = self.peers.get(me) else {
             return Vec::new();
         };
         let swarm = &self.swarms[&peer.swarm];
+        let Some(mine) = swarm.visitors.iter().position(|v| v == me) else {
+            return Vec::new(); // the worker: visitors come to it
+        };
         let mut out: Vec<PeerId> = Vec::new();
         if let Some(w) = &swarm.worker {
-            if w != me {
-                out.push(w.clone());
-            }
+            out.push(w.clone());
         }
-        let mut holders: Vec<(usize, usize, &PeerId)> = swarm
-            .visitors
+        let mut holders: Vec<(usize, usize, &PeerId)> = swarm.visitors[..mine]
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.as_str() != me)
             .map(|(order, v)| {
                 let have = &self.peers[v].have;
                 let score = if want.is_empty() {

@@ -302,6 +302,45 @@ fn the_worker_is_suggested_first_and_told_what_is_hot() {
 }
 
 #[test]
+fn every_pair_of_peers_has_one_initiator() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let w = sim.join_worker(&a.swarm_id);
+    let c = sim.join("/");
+    assert_eq!(a.peers, Vec::<PeerId>::new());
+    assert_eq!(b.peers, [a.peer_id.clone()]);
+    assert_eq!(
+        c.peers,
+        [w.peer_id.clone(), b.peer_id.clone(), a.peer_id.clone()]
+    );
+    // Announces keep to the same rule: older peers (and the worker) never
+    // hear of younger ones, whatever they hold; the worker hears of nobody.
+    let now = sim.now;
+    let holds = Announce {
+        have: vec![rid(1)],
+        ..Announce::default()
+    };
+    sim.hub.announce(now, &c.token, holds).expect("announce");
+    let wants = Announce {
+        want: vec![rid(1)],
+        ..Announce::default()
+    };
+    let (to_a, _) = sim
+        .hub
+        .announce(now, &a.token, wants.clone())
+        .expect("announce");
+    assert_eq!(to_a.peers, [w.peer_id.clone()]);
+    let (to_b, _) = sim
+        .hub
+        .announce(now, &b.token, wants.clone())
+        .expect("announce");
+    assert_eq!(to_b.peers, [w.peer_id.clone(), a.peer_id.clone()]);
+    let (to_w, _) = sim.hub.announce(now, &w.token, wants).expect("announce");
+    assert!(to_w.peers.is_empty());
+}
+
+#[test]
 fn a_worker_going_down_is_announced_and_a_replacement_takes_its_place() {
     let mut sim = Sim::new(HubConfig::default());
     let a = sim.join("/");
