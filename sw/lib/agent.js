@@ -444,10 +444,11 @@
       // A peer still connecting may hold what nobody else has: no misses
       // yet. The service worker's per-piece deadline bounds the wait.
       if (this.patient || this.agent.settling() > 0) return
+      // A missed piece stays wanted: it waits for an origin slot, and a peer
+      // that gets it meanwhile still wins the race.
       for (const i of unavailable) {
         if (this.missed.has(i)) continue
         this.missed.add(i)
-        this.picker.drop(i)
         this.sink.onMiss(i)
       }
     }
@@ -471,7 +472,7 @@
       this.pump()
     }
 
-    /** Piece i will come from the origin. */
+    /** Piece i is not wanted from peers any more. */
     cancel (i) { this.done(i) }
 
     /** `from` sent a piece that failed verification: never again. */

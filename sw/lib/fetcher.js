@@ -23,20 +23,92 @@
   }
 
   /**
-   * Fetch bytes [start, end] of `url` from the origin; a 200 answer (no Range
-   * support) is sliced. Resolves to a Uint8Array of exactly that span.
+   * Origin requests in flight at once, per context (service worker or worker
+   * page). Chromium opens at most six connections per host, and the event
+   * stream, the signaling POSTs and the manifests need some of them: a page
+   * that fired every range at once would queue its own WebRTC handshake
+   * behind seconds of image bytes. Pieces waiting here stay open to peers.
    */
-  async function fetchRange (fetchFn, url, start, end, validator) {
+  const ORIGIN_SLOTS = 4
+  /** Pieces per origin request: short requests free their connection soon. */
+  const MAX_RUN = 4
+
+  /** A counting semaphore, first come first served. */
+  class Gate {
+    constructor (n) { this.free = n; this.queue = [] }
+    acquire () {
+      if (this.free > 0) { this.free--; return Promise.resolve() }
+      return new Promise((resolve) => this.queue.push(resolve))
+    }
+    release () {
+      const next = this.queue.shift()
+      if (next) next()
+      else this.free++
+    }
+  }
+  const originGate = new Gate(ORIGIN_SLOTS)
+
+  /**
+   * Fetch bytes [start, end] of `url` from the origin and hand them on in
+   * consecutive pieces as they arrive: `onPiece(k, bytes)` for the k-th of
+   * `lengths`, awaited in order. A 200 answer (no Range support) is skipped
+   * up to `start`. `stop()` is asked after every chunk: true ends the
+   * transfer early (abort). Resolves to the number of pieces handed on.
+   */
+  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop, ctl }) {
     const headers = { range: `bytes=${start}-${end}` }
     if (validator) headers['if-range'] = validator
     const t0 = Date.now()
-    const res = await fetchFn(url, { headers, cache: 'no-store', credentials: 'same-origin' })
+    const res = await fetchFn(url, { headers, cache: 'no-store', credentials: 'same-origin', signal: ctl ? ctl.signal : undefined })
     if (res.status !== 206 && res.status !== 200) throw new W.WhisError('origin-status', { message: `${url}: ${res.status}` })
-    let buf = new Uint8Array(await res.arrayBuffer())
-    if (res.status === 200) buf = buf.subarray(start, end + 1)
-    if (buf.byteLength !== end - start + 1) throw new W.WhisError('origin-short', { message: `${url}: ${buf.byteLength} bytes for ${start}-${end}` })
-    learn(buf.byteLength, Date.now() - t0)
-    return buf
+    let pos = res.status === 206 ? start : 0 // offset in the file of the next byte read
+    let k = 0
+    let buf = new Uint8Array(lengths[0])
+    let filled = 0
+    const reader = res.body.getReader()
+    try {
+      while (k < lengths.length) {
+        const { done, value } = await reader.read()
+        if (done) break
+        let v = value
+        if (pos < start) {
+          const skip = Math.min(v.byteLength, start - pos)
+          v = v.subarray(skip)
+          pos += skip
+        }
+        while (v.byteLength > 0 && k < lengths.length) {
+          const take = Math.min(v.byteLength, buf.byteLength - filled)
+          buf.set(v.subarray(0, take), filled)
+          filled += take
+          pos += take
+          v = v.subarray(take)
+          if (filled === buf.byteLength) {
+            await onPiece(k, buf)
+            k++
+            if (k < lengths.length) { buf = new Uint8Array(lengths[k]); filled = 0 }
+          }
+        }
+        if (k < lengths.length && stop()) break
+      }
+    } finally {
+      if (k < lengths.length) {
+        if (ctl) ctl.abort()
+        reader.cancel().catch(() => {})
+      }
+    }
+    const got = lengths.slice(0, k).reduce((a, b) => a + b, 0)
+    learn(got, Date.now() - t0)
+    return k
+  }
+
+  /** Fetch bytes [start, end] of `url` from the origin as one Uint8Array. */
+  async function fetchRange (fetchFn, url, start, end, validator) {
+    const out = new Uint8Array(end - start + 1)
+    const n = await streamRange(fetchFn, url, start, end, {
+      validator, lengths: [out.byteLength], onPiece: (_, b) => { out.set(b) }, stop: () => false, ctl: new AbortController()
+    })
+    if (n !== 1) throw new W.WhisError('origin-short', { message: `${url}: short answer for ${start}-${end}` })
+    return out
   }
 
   /**
@@ -58,7 +130,9 @@
       this.deps = deps
       this.waiters = new Map(indices.map((i) => [i, deferred()]))
       this.settled = new Set()
-      this.originQueue = new Set()
+      this.originQueue = new Set() // due from the origin, not yet grouped into requests
+      this.fetching = new Set() // in an origin request (waiting for a slot or in flight)
+      this.runs = new Set() // origin requests in flight: {run, ctl}
       this.timers = new Map()
       this.want = null
       this.closed = false
@@ -113,42 +187,67 @@
       }
     }
 
+    /**
+     * Piece i is due from the origin. It waits for a free origin slot and,
+     * until its bytes are in, stays open to peers: whichever source delivers
+     * first wins, and an origin request whose pieces all came from peers is
+     * aborted.
+     */
     _toOrigin (i) {
       if (this.settled.has(i) || this.originQueue.has(i) || this.closed) return
       this.originQueue.add(i)
-      if (this.want) this.want.cancel(i)
       // Gather pieces queued in the same tick into contiguous runs.
       if (this.originQueue.size === 1) queueMicrotask(() => this._flushOrigin())
     }
 
-    async _flushOrigin () {
-      const queued = [...this.originQueue].filter((i) => !this.settled.has(i) && !this._fetching?.has(i)).sort((a, b) => a - b)
-      this._fetching = this._fetching || new Set()
+    _flushOrigin () {
+      const queued = [...this.originQueue].filter((i) => !this.settled.has(i) && !this.fetching.has(i)).sort((a, b) => a - b)
+      this.originQueue.clear()
       const runs = []
       for (const i of queued) {
-        this._fetching.add(i)
+        this.fetching.add(i)
         const last = runs[runs.length - 1]
-        if (last && last[last.length - 1] === i - 1 && last.length < 16) last.push(i)
+        if (last && last[last.length - 1] === i - 1 && last.length < MAX_RUN) last.push(i)
         else runs.push([i])
       }
-      this.originQueue.clear()
-      await Promise.all(runs.map((run) => this._fetchRun(run)))
+      for (const run of runs) this._fetchRun(run)
     }
 
     async _fetchRun (run) {
-      const [start] = M.pieceRange(this.m, run[0])
-      const [, end] = M.pieceRange(this.m, run[run.length - 1])
+      await originGate.acquire()
+      const ctl = new AbortController()
+      const entry = { run, ctl }
       try {
-        const buf = await fetchRange(this.deps.fetch, this.deps.url, start, end - 1, this.m.etag)
-        for (const i of run) {
-          const [s, e] = M.pieceRange(this.m, i)
-          const data = buf.slice(s - start, e - start)
-          if (this.settled.has(i)) continue
-          if (!(await M.verifyPiece(this.m, i, data))) throw new W.WhisError('origin-mismatch', { message: `${this.deps.url} piece ${i}: the origin's bytes do not match the manifest` })
-          this._resolve(i, data, 'origin', null)
+        // Peers may have delivered the ends of the run while it waited.
+        while (run.length && this.settled.has(run[0])) run.shift()
+        while (run.length && this.settled.has(run[run.length - 1])) run.pop()
+        if (run.length === 0 || this.closed) return
+        this.runs.add(entry)
+        const [start] = M.pieceRange(this.m, run[0])
+        const [, end] = M.pieceRange(this.m, run[run.length - 1])
+        const lengths = run.map((i) => { const [s, e] = M.pieceRange(this.m, i); return e - s })
+        const n = await streamRange(this.deps.fetch, this.deps.url, start, end - 1, {
+          validator: this.m.etag,
+          lengths,
+          ctl,
+          stop: () => this.closed || run.every((i) => this.settled.has(i)),
+          onPiece: async (k, data) => {
+            const i = run[k]
+            if (this.settled.has(i)) return
+            if (!(await M.verifyPiece(this.m, i, data))) throw new W.WhisError('origin-mismatch', { message: `${this.deps.url} piece ${i}: the origin's bytes do not match the manifest` })
+            this._resolve(i, data, 'origin', null)
+          }
+        })
+        if (n < run.length && !this.closed && !run.every((i) => this.settled.has(i))) {
+          throw new W.WhisError('origin-short', { message: `${this.deps.url}: the origin ended early` })
         }
       } catch (err) {
-        for (const i of run) this._reject(i, err)
+        // Aborted because peers (or nobody) needed the rest: not an error.
+        if (!this.closed) for (const i of run) this._reject(i, err)
+      } finally {
+        this.runs.delete(entry)
+        for (const i of run) this.fetching.delete(i)
+        originGate.release()
       }
     }
 
@@ -156,9 +255,11 @@
       if (this.settled.has(i)) return
       this.settled.add(i)
       clearTimeout(this.timers.get(i))
-      if (this.want && kind !== 'origin') this.want.done(i)
+      if (this.want) this.want.done(i)
       if (this.deps.onVerified) this.deps.onVerified(i, data, kind, from)
       this.waiters.get(i).resolve(data)
+      // An origin request with nothing left to bring is stopped now.
+      if (kind !== 'origin') for (const r of this.runs) if (r.run.every((j) => this.settled.has(j))) r.ctl.abort()
       this._maybeClose()
     }
 
@@ -175,6 +276,7 @@
       if (this.closed) return
       this.closed = true
       for (const t of this.timers.values()) clearTimeout(t)
+      for (const r of this.runs) r.ctl.abort()
       if (this.want) this.want.close()
     }
   }
@@ -186,5 +288,5 @@
     return { promise, resolve, reject }
   }
 
-  W.fetcher = { Acquisition, fetchRange, deadlineFor, originSpeed }
+  W.fetcher = { Acquisition, fetchRange, streamRange, deadlineFor, originSpeed, ORIGIN_SLOTS }
 })(globalThis.Whis = globalThis.Whis || {})

@@ -73,6 +73,25 @@ test('misses wait while a connection is settling, and come once it has', () => {
   s.close()
 })
 
+test('a missed piece is still asked of a peer that gets it later, once', () => {
+  const peer = fakeConn('p1', [])
+  const agent = agentWith(peer)
+  const out = sink()
+  const s = agent.want(INFO, [0, 1], out)
+  assert.deepEqual(out.misses.sort(), [0, 1], 'nobody holds them yet: the origin is asked')
+  // The peer got piece 1 (from the origin, or from someone else) first.
+  peer.has.get(ID).add(1)
+  s.pump()
+  assert.deepEqual(peer.asked, [1], 'the race for piece 1 is open to the peer')
+  s.pump()
+  assert.deepEqual(out.misses.sort(), [0, 1], 'each miss is reported once')
+  s.done(0) // piece 0 arrived from the origin
+  peer.has.get(ID).add(0)
+  s.pump()
+  assert.deepEqual(peer.asked, [1], 'a piece already verified is not asked for')
+  s.close()
+})
+
 test('a piece that failed verification bans its sender and asks elsewhere', () => {
   const bad = fakeConn('bad', [0])
   const good = fakeConn('good', [0])

@@ -151,3 +151,112 @@ test('pieces no peer has go to the origin at once, in one contiguous request', a
   assert.equal(log.requests.filter((r) => r === '/a.jpg').length, 1)
   assert.equal(log.bytes, 3 * PIECE)
 })
+
+/**
+ * An origin that sends its bytes only when told to, one piece per `send()`,
+ * and stops when the request is aborted. Counts the bytes it sent.
+ */
+function heldOrigin (data) {
+  const log = { bytes: 0, requests: 0, open: 0, maxOpen: 0, aborted: 0 }
+  const streams = []
+  async function fetchFn (url, init = {}) {
+    const m = /bytes=(\d+)-(\d+)/.exec(init.headers.range)
+    let pos = Number(m[1])
+    const end = Number(m[2]) + 1
+    log.requests++
+    log.open++
+    log.maxOpen = Math.max(log.maxOpen, log.open)
+    let controller
+    const body = new ReadableStream({ start (c) { controller = c } })
+    const s = {
+      send () {
+        if (s.done) return
+        const n = Math.min(PIECE, end - pos)
+        controller.enqueue(new Uint8Array(data.subarray(pos, pos + n)))
+        log.bytes += n
+        pos += n
+        if (pos >= end) { s.done = true; log.open--; controller.close() }
+      }
+    }
+    if (init.signal) {
+      init.signal.addEventListener('abort', () => {
+        if (s.done) return
+        s.done = true
+        log.open--
+        log.aborted++
+        controller.error(new Error('aborted'))
+      })
+    }
+    streams.push(s)
+    return new Response(body, { status: 206 })
+  }
+  return { fetchFn, log, streams }
+}
+
+/** A source whose peers hold nothing yet; `deliver(i)` hands piece i over as if a peer just got it. */
+function latePeers (data) {
+  let h = null
+  return {
+    want (m, indices, handlers) {
+      h = handlers
+      setTimeout(() => indices.forEach((i) => handlers.onMiss(i)), 1)
+      return { cancel () {}, done () {}, bad () {}, close () {} }
+    },
+    deliver (i) {
+      const b = Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE))
+      h.onPiece(i, b.buffer.slice(b.byteOffset, b.byteOffset + b.length), 'pLate', 'visitor')
+    }
+  }
+}
+
+const tick = (ms = 5) => new Promise((resolve) => setTimeout(resolve, ms))
+
+test('origin requests are capped per context, and pieces waiting for a slot still come from peers', async () => {
+  const slots = W.fetcher.ORIGIN_SLOTS
+  const count = slots + 2
+  const data = crypto.randomBytes(count * PIECE)
+  const m = manifestOf('/a.jpg', data)
+  const { fetchFn, log, streams } = heldOrigin(data)
+  // One acquisition per piece, like a page asking for many small files.
+  const sources = []
+  const acqs = []
+  for (let i = 0; i < count; i++) {
+    sources.push(latePeers(data))
+    const acq = new W.fetcher.Acquisition(m, [i], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source: sources[i], deadlineMs: 60000 })
+    await acq.start()
+    acqs.push(acq)
+  }
+  await tick(20)
+  assert.equal(log.requests, slots, `only ${slots} origin requests at once`)
+  // A peer delivers the last piece while it still waits for a slot.
+  sources[count - 1].deliver(count - 1)
+  while (streams.some((s) => !s.done)) {
+    for (const s of streams) s.send()
+    await tick()
+  }
+  const got = await Promise.all(acqs.map((a, i) => a.piece(i)))
+  assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
+  assert.equal(log.requests, slots + 1, 'the piece a peer delivered never went to the origin')
+  assert.equal(log.bytes, (slots + 1) * PIECE)
+  assert.equal(log.maxOpen, slots)
+})
+
+test('an origin request whose pieces all came from peers is aborted', async () => {
+  const data = crypto.randomBytes(4 * PIECE)
+  const m = manifestOf('/a.jpg', data)
+  const { fetchFn, log, streams } = heldOrigin(data)
+  const source = latePeers(data)
+  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
+  await acq.start()
+  await tick(20)
+  assert.equal(log.requests, 1, 'one request for the four pieces')
+  streams[0].send() // the origin gets piece 0 out, then the swarm is faster
+  await tick()
+  for (const i of [1, 2, 3]) source.deliver(i)
+  const got = await Promise.all([0, 1, 2, 3].map((i) => acq.piece(i)))
+  assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
+  await tick()
+  assert.equal(log.aborted, 1, 'the origin request was stopped')
+  assert.equal(log.bytes, PIECE, 'the origin sent only the piece it won')
+  assert.equal(log.open, 0)
+})
