@@ -21,14 +21,20 @@
   const zero = { bytesFromPeers: 0, bytesFromWorker: 0, bytesFromOrigin: 0, bytesFromCache: 0, peers: 0, verifiedPieces: 0, rejectedPieces: 0 }
   const sw = navigator.serviceWorker
   let agent = null
+  // Milestones of this page's visit, ms since navigation start: what a
+  // benchmark or a curious operator reads to see where a first visit waits.
+  const timeline = {}
+  const mark = (name) => { if (!(name in timeline)) timeline[name] = Math.round(performance.now()) }
   let resolveReady
   const ready = new Promise((resolve) => { resolveReady = resolve })
 
   // ---- data-whis-src: the real attribute once Whis controls the page ------
   let resolved = false
-  function resolveSources () {
+  function resolveSources (why) {
     if (resolved) return
     resolved = true
+    mark('sourcesResolved')
+    timeline.resolvedBy = why || 'no service worker'
     const go = () => {
       for (const el of document.querySelectorAll('[data-whis-src]')) {
         const attr = el.tagName === 'LINK' ? 'href' : 'src'
@@ -39,7 +45,7 @@
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', go)
     else go()
   }
-  setTimeout(resolveSources, FALLBACK_MS)
+  setTimeout(() => resolveSources('fallback'), FALLBACK_MS)
 
   window.whis = {
     /** Resolves once the agent has joined (or at once when Whis cannot run here). */
@@ -50,12 +56,14 @@
       if (!ctl) return { ...zero, peers: agent ? agent.openCount() : 0 }
       const s = await new Promise((resolve) => {
         const ch = new MessageChannel()
-        const t = setTimeout(() => resolve(null), 2000)
+        const t = setTimeout(() => resolve(null), 10000) // a busy service worker answers late, not never
         ch.port1.onmessage = (e) => { clearTimeout(t); resolve(e.data) }
         ctl.postMessage({ whis: 'stats' }, [ch.port2])
       })
       return { ...zero, ...(s || {}), peers: agent ? agent.openCount() : (s ? s.peers : 0) }
     },
+    /** Milestones (ms since navigation): controlled, joined, firstPeerOpen, sourcesResolved, resolvedBy. */
+    timeline: () => ({ ...timeline }),
     get agent () { return agent }
   }
 
@@ -65,7 +73,7 @@
     return
   }
 
-  if (!ownSw) sw.register('/whis-sw.js', { scope: '/' }).catch(() => resolveSources())
+  if (!ownSw) sw.register('/whis-sw.js', { scope: '/' }).catch(() => resolveSources('registration failed'))
 
   function loadLib () {
     return new Promise((resolve, reject) => {
@@ -114,7 +122,9 @@
     const W = window.Whis
     const store = await W.store.openStore()
     agent = new W.Agent({ store, scope: '/' })
+    agent.on((type, d) => { if (type === 'peers' && d.count > 0) mark('firstPeerOpen') })
     await agent.start()
+    mark('joined')
     let port = bridge()
     agent.on((type, d) => { if (type === 'peers') port.postMessage({ type: 'status', peers: d.count }) })
     // A new service worker (update) needs the agent too.
@@ -127,6 +137,7 @@
   /** Resolve data-whis-src when Whis is really ready to serve: controlled, and peers had a moment. */
   async function whenUseful (agentStarted) {
     if (!ownSw && !sw.controller) await new Promise((resolve) => sw.addEventListener('controllerchange', resolve, { once: true }))
+    mark('controlled')
     try {
       const a = await agentStarted
       if (a && a.peers.size > 0) {
@@ -134,19 +145,21 @@
         while (a.openCount() === 0 && Date.now() - t0 < 1000) await new Promise((resolve) => setTimeout(resolve, 50))
       }
     } catch (_) {}
-    resolveSources()
+    resolveSources('ready')
   }
 
   let started
   if (navigator.locks && navigator.locks.request) {
-    // One tab per origin holds the swarm connections; the others wait their turn.
-    let leader = false
+    // One tab per origin holds the swarm connections; the others wait their
+    // turn. Asking "if available" answers at once, however busy the machine
+    // is (a timer here would give up on a slow but free lock).
     started = new Promise((resolve, reject) => {
-      navigator.locks.request('whis-agent', () => {
-        leader = true
-        return runAgent().then((a) => { resolve(a); return new Promise(() => {}) }, reject)
+      navigator.locks.request('whis-agent', { ifAvailable: true }, (lock) => {
+        if (lock) return runAgent().then((a) => { resolve(a); return new Promise(() => {}) }, reject)
+        resolve(null)
+        // Take over when the tab that leads goes.
+        navigator.locks.request('whis-agent', () => runAgent().then(() => new Promise(() => {}))).catch(() => {})
       }).catch(reject)
-      setTimeout(() => { if (!leader) resolve(null) }, 300)
     })
   } else {
     started = runAgent()
