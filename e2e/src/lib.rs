@@ -171,6 +171,37 @@ impl Visitor {
         Ok(())
     }
 
+    /// Start loading `url` without waiting for its load event (which a
+    /// congested origin can hold back longer than CDP's request timeout);
+    /// the caller waits for what it measures.
+    pub async fn navigate(&self, url: &str) -> Result<()> {
+        let js = format!("location.href = {}; true", serde_json::Value::from(url));
+        self.eval::<bool>(&js).await?;
+        Ok(())
+    }
+
+    /// Turn off the DevTools instrumentation chromiumoxide switches on for
+    /// every page (Network, Performance, Log, and attaching to the page's
+    /// service workers) for measurements: it reports every network chunk to
+    /// us and costs the browser process CPU that the page then lacks.
+    pub async fn quiet(&self) -> Result<()> {
+        use chromiumoxide::cdp::browser_protocol::{log, network, performance, target};
+        self.page.execute(network::DisableParams::default()).await?;
+        self.page
+            .execute(performance::DisableParams::default())
+            .await?;
+        self.page.execute(log::DisableParams::default()).await?;
+        self.page
+            .execute(
+                target::SetAutoAttachParams::builder()
+                    .auto_attach(false)
+                    .wait_for_debugger_on_start(false)
+                    .build()?,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Evaluate an expression (promises are awaited) and return its JSON value.
     pub async fn eval<T: DeserializeOwned>(&self, js: &str) -> Result<T> {
         let params = EvaluateParams::builder()

@@ -3,6 +3,12 @@
 //! (the origin's uplink) and adds one-way latency to every chunk, in both
 //! directions, without lowering throughput. It counts the bytes it carried
 //! to clients: the origin's own ground truth.
+//!
+//! The uplink is shared packet by packet: each connection takes its turn
+//! for at most one packet's payload (`PACKET`), so a short answer waits
+//! behind one packet of each busy connection, as on a real link with the
+//! Linux default queueing discipline (fq_codel), not behind a whole
+//! read-buffer of each.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +27,9 @@ pub struct Shape {
     /// Added one-way delay (a round trip pays it twice).
     pub latency: Duration,
 }
+
+/// Payload of one TCP packet on an Ethernet link (1500-byte MTU).
+const PACKET: usize = 1448;
 
 /// Token bucket shared by all connections' downstream directions.
 struct Bucket {
@@ -110,23 +119,27 @@ async fn pipe(
     bucket: Option<Arc<Bucket>>,
     counter: Option<Arc<AtomicU64>>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(4096);
     let reader = async move {
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
+        'read: loop {
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if let Some(b) = &bucket {
-                b.take(n).await;
-            }
-            if tx
-                .send((Instant::now() + latency, buf[..n].to_vec()))
-                .await
-                .is_err()
-            {
-                break;
+            // Paced links send packet by packet; unpaced ones pass chunks whole.
+            let step = if bucket.is_some() { PACKET } else { n };
+            for chunk in buf[..n].chunks(step) {
+                if let Some(b) = &bucket {
+                    b.take(chunk.len()).await;
+                }
+                if tx
+                    .send((Instant::now() + latency, chunk.to_vec()))
+                    .await
+                    .is_err()
+                {
+                    break 'read;
+                }
             }
         }
     };

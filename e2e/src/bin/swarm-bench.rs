@@ -136,12 +136,13 @@ fn copy_site(from: &Path, to: &Path, plain: bool) -> Result<()> {
 const COMPLETE_JS: &str = r#"(() => {
   const imgs = [...document.images].filter(i => i.hasAttribute('src') || i.hasAttribute('data-whis-src'));
   const media = [...document.querySelectorAll('video')];
-  return document.readyState === 'complete'
+  return location.href !== 'about:blank'
+    && document.readyState === 'complete'
     && imgs.every(i => i.getAttribute('src') && i.complete && i.naturalWidth > 0)
     && media.every(v => v.readyState >= 2);
 })()"#;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 struct VisitorResult {
     name: String,
     complete_ms: f64,
@@ -150,6 +151,31 @@ struct VisitorResult {
     bytes_from_origin: u64,
     rejected_pieces: u64,
     ok: bool,
+    /// Why the visit failed (launch, navigation, or the page never completed).
+    error: Option<String>,
+    /// The page's milestones (`whis.timeline()`), ms since navigation.
+    timeline: serde_json::Value,
+}
+
+impl VisitorResult {
+    /// One line for the progress log: time, where the bytes came from, milestones.
+    fn summary(&self) -> String {
+        let mb = |b: u64| b as f64 / 1e6;
+        let mut s = format!("{:.0} ms", self.complete_ms);
+        if let Some(e) = &self.error {
+            s.push_str(&format!(" FAILED: {e}"));
+        }
+        if !self.timeline.is_null() {
+            s.push_str(&format!(
+                " (origin {:.1} MB, peers {:.1} MB, worker {:.1} MB; {})",
+                mb(self.bytes_from_origin),
+                mb(self.bytes_from_peers),
+                mb(self.bytes_from_worker),
+                self.timeline
+            ));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -178,32 +204,52 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn visit(name: String, url: String, with_whis: bool) -> Result<(Visitor, VisitorResult)> {
-    let v = Visitor::launch(&name).await?;
-    let start = Instant::now();
-    v.goto(&url).await?;
-    let ok = v
-        .wait_for(COMPLETE_JS, Duration::from_secs(240))
-        .await
-        .is_ok();
-    let complete_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let stats = if with_whis {
-        v.eval::<Stats>("window.whis ? window.whis.stats() : null")
-            .await
-            .unwrap_or_default()
-    } else {
-        Stats::default()
-    };
-    let r = VisitorResult {
+/// One visitor's page load. Never fails: a visitor that cannot launch or
+/// load is a failed visitor in the figures, with its error, not the end of
+/// the benchmark.
+async fn visit(name: String, url: String, with_whis: bool) -> (Option<Visitor>, VisitorResult) {
+    let mut r = VisitorResult {
         name,
-        complete_ms,
-        bytes_from_peers: stats.bytes_from_peers,
-        bytes_from_worker: stats.bytes_from_worker,
-        bytes_from_origin: stats.bytes_from_origin,
-        rejected_pieces: stats.rejected_pieces,
-        ok,
+        ..VisitorResult::default()
     };
-    Ok((v, r))
+    let v = match Visitor::launch(&r.name).await {
+        Ok(v) => v,
+        Err(e) => {
+            r.error = Some(format!("launch: {e}"));
+            return (None, r);
+        }
+    };
+    if let Err(e) = v.quiet().await {
+        r.error = Some(format!("quiet: {e}"));
+        return (Some(v), r);
+    }
+    let start = Instant::now();
+    if let Err(e) = v.navigate(&url).await {
+        r.error = Some(format!("navigate: {e}"));
+        return (Some(v), r);
+    }
+    match v.wait_for(COMPLETE_JS, Duration::from_secs(240)).await {
+        Ok(()) => r.ok = true,
+        Err(e) => r.error = Some(e.to_string()),
+    }
+    r.complete_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if with_whis {
+        let stats = v
+            .eval::<Stats>("window.whis ? window.whis.stats() : null")
+            .await
+            .unwrap_or_default();
+        r.bytes_from_peers = stats.bytes_from_peers;
+        r.bytes_from_worker = stats.bytes_from_worker;
+        r.bytes_from_origin = stats.bytes_from_origin;
+        r.rejected_pieces = stats.rejected_pieces;
+        r.timeline = v
+            .eval::<serde_json::Value>(
+                "window.whis && window.whis.timeline ? window.whis.timeline() : null",
+            )
+            .await
+            .unwrap_or_default();
+    }
+    (Some(v), r)
 }
 
 async fn run(
@@ -221,10 +267,12 @@ async fn run(
     match args.pattern {
         Pattern::OneAfterAnother => {
             for i in 0..args.visitors {
-                let (v, r) = visit(format!("{label}-{i}"), url.clone(), with_whis).await?;
-                eprintln!("  {label} visitor {i}: {:.0} ms", r.complete_ms);
+                let (v, r) = visit(format!("{label}-{i}"), url.clone(), with_whis).await;
+                eprintln!("  {label} visitor {i}: {}", r.summary());
                 results.push(r);
-                v.close().await;
+                if let Some(v) = v {
+                    v.close().await;
+                }
             }
         }
         Pattern::Together | Pattern::Staggered => {
@@ -240,10 +288,10 @@ async fn run(
                 )));
             }
             for (i, t) in tasks.into_iter().enumerate() {
-                let (v, r) = t.await??;
-                eprintln!("  {label} visitor {i}: {:.0} ms", r.complete_ms);
+                let (v, r) = t.await?;
+                eprintln!("  {label} visitor {i}: {}", r.summary());
                 results.push(r);
-                open.push(v);
+                open.extend(v);
             }
         }
     }
