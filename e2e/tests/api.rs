@@ -903,3 +903,66 @@ async fn cors_only_for_allowed_origins_and_stop_ends_streams() -> Result<()> {
     assert!(t0.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+#[tokio::test]
+async fn whis_scripts_are_gzipped_on_request_and_site_files_never() -> Result<()> {
+    use std::io::Read;
+    let site = site();
+    let whis = start_whis(site.path(), |_| {}).await?;
+    let gzip = [("accept-encoding", "gzip")];
+    for path in [
+        "/whis/lib.js",
+        "/whis/client.js",
+        "/whis-sw.js",
+        "/whis/dashboard",
+    ] {
+        let url = format!("{}{path}", whis.url());
+        let plain = http_raw("GET", &url, &[], b"").await?;
+        assert_eq!(plain.status, 200, "{path}");
+        assert_eq!(plain.header("content-encoding"), None, "{path}");
+        let packed = http_raw("GET", &url, &gzip, b"").await?;
+        assert_eq!(packed.status, 200, "{path}");
+        assert_eq!(packed.header("content-encoding"), Some("gzip"), "{path}");
+        assert!(packed.body.len() < plain.body.len(), "{path} got smaller");
+        let mut inflated = Vec::new();
+        flate2::read::GzDecoder::new(&packed.body[..]).read_to_end(&mut inflated)?;
+        assert_eq!(inflated, plain.body, "{path} inflates to the same bytes");
+    }
+    // A site file keeps its bytes as they are: pieces and ranges refer to them.
+    let before = origin_bytes(&whis);
+    let big = http_raw("GET", &format!("{}/big.bin", whis.url()), &gzip, b"").await?;
+    assert_eq!(big.status, 200);
+    assert_eq!(big.header("content-encoding"), None);
+    assert_eq!(big.body.len(), 1_000_000);
+    assert_eq!(origin_bytes(&whis) - before, 1_000_000);
+    whis.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_dashboard_stream_starts_with_the_offload_history() -> Result<()> {
+    let site = site();
+    let whis = start_whis(site.path(), |_| {}).await?;
+    let url = whis.url();
+    // Some origin traffic before anyone watches.
+    http_raw("GET", &format!("{url}/big.bin"), &[], b"").await?;
+    let mut feed = SseReader::open(&url, "/whis/dashboard/events", None).await?;
+    let first: serde_json::Value =
+        serde_json::from_str(&feed.next_of("snapshot", T).await.ok_or("first")?.data)?;
+    let history = first["history"].as_array().ok_or("history is an array")?;
+    assert!(!history.is_empty(), "sampled from the start");
+    for point in history {
+        let p = point
+            .as_array()
+            .ok_or("a point is [uptime, shared, origin]")?;
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|v| v.is_number()));
+    }
+    assert!(first["bytes"]["origin_sent"].as_u64() >= Some(1_000_000));
+    // Later snapshots add one live point each and do not repeat the history.
+    let second: serde_json::Value =
+        serde_json::from_str(&feed.next_of("snapshot", T).await.ok_or("second")?.data)?;
+    assert!(second["history"].is_null());
+    whis.stop().await;
+    Ok(())
+}

@@ -20,8 +20,45 @@ pub async fn page() -> HttpResponse {
         .body(PAGE)
 }
 
-/// Everything the dashboard shows, as of now.
-pub fn snapshot(state: &AppState) -> serde_json::Value {
+/// How often the offload history is sampled, and how much of it is kept (an hour).
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const SAMPLES_KEPT: usize = 720;
+
+/// One point of the offload history: uptime (s), bytes peers and workers
+/// shared, bytes the origin sent, all cumulative.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample(f64, u64, u64);
+
+/// Bytes shared by the swarm and bytes the origin sent, since start.
+fn totals(state: &AppState) -> (u64, u64) {
+    let counters = state.signaling().hub.counters();
+    (
+        counters.bytes.peer + counters.bytes.worker,
+        state.metrics.origin_bytes.load(Ordering::Relaxed),
+    )
+}
+
+/// Record the offload history, so a dashboard opened late still draws the
+/// last hour rather than only what happens while it is open.
+pub async fn sample_loop(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        every.tick().await;
+        let (shared, origin) = totals(&state);
+        let sample = Sample(state.started.elapsed().as_secs_f64(), shared, origin);
+        let Ok(mut history) = state.offload_history.lock() else {
+            return; // a panic elsewhere poisoned it: the chart stops, nothing else
+        };
+        if history.len() == SAMPLES_KEPT {
+            history.pop_front();
+        }
+        history.push_back(sample);
+    }
+}
+
+/// Everything the dashboard shows, as of now; with the offload history for
+/// the first snapshot of a stream (later ones add one point each).
+pub fn snapshot(state: &AppState, with_history: bool) -> serde_json::Value {
     let (swarms, peers, counters) = {
         let sig = state.signaling();
         (sig.hub.swarms(), sig.hub.peer_count(), sig.hub.counters())
@@ -53,6 +90,15 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
         "pieces": {"verified": counters.pieces_verified, "rejected": counters.pieces_rejected},
         "signals_relayed": counters.signals_relayed,
         "joins": counters.joins,
+        "history": if with_history {
+            state
+                .offload_history
+                .lock()
+                .map(|h| serde_json::json!(h.iter().collect::<Vec<_>>()))
+                .unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        },
     })
 }
 
@@ -62,7 +108,7 @@ pub async fn events(state: web::Data<Arc<AppState>>) -> impl actix_web::Responde
         if !first {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let data = sse::Data::new(snapshot(&state).to_string()).event("snapshot");
+        let data = sse::Data::new(snapshot(&state, first).to_string()).event("snapshot");
         Some((sse::Event::Data(data), (state, false)))
     });
     sse::Sse::from_infallible_stream(ticks).with_retry_duration(Duration::from_secs(2))

@@ -3,7 +3,7 @@
 //!
 //! # Run loop
 //! [`start`] binds the listener, spawns the actix server and the background
-//! tasks (heartbeat expiry, manifest warm-up, worker supervisor) and returns a
+//! tasks (heartbeat expiry, manifest warm-up, dashboard samples, worker supervisor) and returns a
 //! [`Running`] handle; [`Running::stop`] closes every event stream, stops the
 //! supervisor (no Chromium is left behind) and shuts the HTTP server down.
 //! Tests start it on `127.0.0.1:0` exactly as `whis serve` does.
@@ -25,7 +25,7 @@ pub mod workers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Compress};
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 
@@ -140,52 +140,67 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         if origin_only {
             return app.default_service(web::to(origin::serve));
         }
-        app.service(web::resource("/whis-sw.js").get(assets::serve))
-            .service(
-                web::scope("/whis")
-                    .service(
-                        web::resource("/join")
-                            .post(signaling::join)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/events")
-                            .get(signaling::events)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/signal")
-                            .post(signaling::signal)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/announce")
-                            .post(signaling::announce)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/leave")
-                            .post(signaling::leave)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/manifest")
-                            .get(routes::manifest)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(
-                        web::resource("/render")
-                            .get(routes::render)
-                            .default_service(web::to(routes::method_not_allowed)),
-                    )
-                    .service(web::resource("/dashboard").get(dashboard::page))
-                    .service(web::resource("/dashboard/events").get(dashboard::events))
-                    .service(web::resource("/health").get(metrics::health))
-                    .service(web::resource("/metrics").get(metrics::metrics))
-                    .service(web::resource("/{file:.*}").get(assets::serve))
-                    .default_service(web::to(routes::not_found)),
-            )
-            .default_service(web::to(origin::serve))
+        // Whis's own scripts and pages are gzipped for browsers that accept it:
+        // on a congested origin they are what a first visit waits for. Site
+        // files never are (their bytes are pieces, counted and ranged).
+        app.service(
+            web::resource("/whis-sw.js")
+                .wrap(Compress::default())
+                .get(assets::serve),
+        )
+        .service(
+            web::scope("/whis")
+                .service(
+                    web::resource("/join")
+                        .post(signaling::join)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/events")
+                        .get(signaling::events)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/signal")
+                        .post(signaling::signal)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/announce")
+                        .post(signaling::announce)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/leave")
+                        .post(signaling::leave)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/manifest")
+                        .get(routes::manifest)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/render")
+                        .get(routes::render)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/dashboard")
+                        .wrap(Compress::default())
+                        .get(dashboard::page),
+                )
+                .service(web::resource("/dashboard/events").get(dashboard::events))
+                .service(web::resource("/health").get(metrics::health))
+                .service(web::resource("/metrics").get(metrics::metrics))
+                .service(
+                    web::resource("/{file:.*}")
+                        .wrap(Compress::default())
+                        .get(assets::serve),
+                )
+                .default_service(web::to(routes::not_found)),
+        )
+        .default_service(web::to(origin::serve))
     })
     .on_connect(no_delay)
     .listen(listener)?
@@ -203,6 +218,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let background = vec![
         tokio::spawn(signaling::heartbeat_loop(Arc::clone(&state))),
         tokio::spawn(manifests::warm(Arc::clone(&state))),
+        tokio::spawn(dashboard::sample_loop(Arc::clone(&state))),
     ];
     let supervisor = chromium.map(|chromium| {
         let profile_root =

@@ -27,6 +27,8 @@ pub struct AppState {
     pub workers: crate::workers::WorkerHandle,
     /// `http://ADDR:PORT` as the server's own pages and workers reach it.
     base_url: std::sync::OnceLock<String>,
+    /// The dashboard's offload history (see `dashboard::sample_loop`).
+    pub offload_history: Mutex<std::collections::VecDeque<crate::dashboard::Sample>>,
 }
 
 #[derive(Default)]
@@ -152,6 +154,7 @@ impl AppState {
             workers,
             config,
             base_url: std::sync::OnceLock::new(),
+            offload_history: Mutex::default(),
         })
     }
 
