@@ -18,6 +18,9 @@
   // gets the request directly. A busy origin is exactly when installing the
   // worker is slow and when waiting for it pays off most.
   const FALLBACK_MS = 4000
+  // ...and how much longer while the service worker is visibly installing:
+  // the Whis server answered, and the worker is a congested moment away.
+  const INSTALLING_MS = 12000
   const zero = { bytesFromPeers: 0, bytesFromWorker: 0, bytesFromOrigin: 0, bytesFromCache: 0, peers: 0, verifiedPieces: 0, rejectedPieces: 0 }
   const sw = navigator.serviceWorker
   let agent = null
@@ -45,7 +48,19 @@
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', go)
     else go()
   }
-  setTimeout(() => resolveSources('fallback'), FALLBACK_MS)
+  let registering = false // our registration's script is still on its way
+  function fallback () {
+    if (resolved) return
+    const late = () => resolveSources('fallback')
+    if (!sw || performance.now() > FALLBACK_MS + INSTALLING_MS) return late()
+    sw.getRegistration().then((reg) => {
+      // Installing or waiting: it will take control (clients.claim). An
+      // active worker that does not control us (a hard reload) never will.
+      if (registering || (reg && (reg.installing || reg.waiting))) setTimeout(fallback, 250)
+      else late()
+    }, late)
+  }
+  setTimeout(fallback, FALLBACK_MS)
 
   window.whis = {
     /** Resolves once the agent has joined (or at once when Whis cannot run here). */
@@ -73,7 +88,11 @@
     return
   }
 
-  if (!ownSw) sw.register('/whis-sw.js', { scope: '/' }).catch(() => resolveSources('registration failed'))
+  if (!ownSw) {
+    registering = true
+    sw.register('/whis-sw.js', { scope: '/' })
+      .then(() => { registering = false }, () => { registering = false; resolveSources('registration failed') })
+  }
 
   function loadLib () {
     return new Promise((resolve, reject) => {
