@@ -36,6 +36,8 @@ struct Args {
     workers: bool,
     /// Also run Whis without worker browsers, in the same invocation.
     compare_workers: bool,
+    /// Save a screenshot of the dashboard at the end of the last Whis run.
+    dashboard: bool,
     out: PathBuf,
 }
 
@@ -53,7 +55,7 @@ fn usage() -> ! {
     eprintln!(
         "swarm-bench [--visitors N (10)] [--pattern together|staggered|sequential (staggered)] \
          [--stagger-ms MS (1500)] [--mbit RATE (20)] [--latency-ms MS (50)] [--page PATH (/gallery.html)] \
-         [--peers-per-worker N (30)] [--no-workers | --compare-workers] [--out DIR (bench-out)]"
+         [--peers-per-worker N (30)] [--no-workers | --compare-workers] [--dashboard-png] [--out DIR (bench-out)]"
     );
     std::process::exit(2)
 }
@@ -69,6 +71,7 @@ fn parse_args() -> Args {
         peers_per_worker: 30,
         workers: true,
         compare_workers: false,
+        dashboard: false,
         out: PathBuf::from("bench-out"),
     };
     let mut it = std::env::args().skip(1);
@@ -97,6 +100,7 @@ fn parse_args() -> Args {
             }
             "--no-workers" => a.workers = false,
             "--compare-workers" => a.compare_workers = true,
+            "--dashboard-png" => a.dashboard = true,
             "--out" => a.out = PathBuf::from(value()),
             _ => usage(),
         }
@@ -259,6 +263,7 @@ async fn run(
     with_whis: bool,
     origin: &throttle::Throttle,
     site_bytes: u64,
+    dashboard: Option<(&str, &Path)>,
 ) -> Result<RunResult> {
     let before = origin.bytes_to_clients();
     let url = format!("{base}{}", args.page);
@@ -298,6 +303,12 @@ async fn run(
     // Let agents report their last figures before the browsers go.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let origin_bytes = origin.bytes_to_clients() - before;
+    // The operator's view of this swarm, while its visitors are still here.
+    if let Some((front, png)) = dashboard {
+        if let Err(e) = screenshot_dashboard(front, png).await {
+            eprintln!("  no dashboard screenshot: {e}");
+        }
+    }
     for v in open {
         v.close().await;
     }
@@ -325,6 +336,32 @@ async fn run(
         failed_visitors: results.iter().filter(|r| !r.ok).count(),
         visitors: results,
     })
+}
+
+/// Open `/whis/dashboard` on the server directly (not through the throttle)
+/// and save it as a PNG once it is live and shows a swarm.
+async fn screenshot_dashboard(front: &str, png: &Path) -> Result<()> {
+    use chromiumoxide::page::ScreenshotParams;
+    let operator = Visitor::launch("operator").await?;
+    let shot = async {
+        operator.goto(&format!("{front}/whis/dashboard")).await?;
+        operator
+            .wait_for(
+                "document.getElementById('status').textContent === 'live' && document.getElementById('swarms').textContent.includes('s')",
+                Duration::from_secs(20),
+            )
+            .await?;
+        // A few one-second samples, so the offload chart has a line.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let params = ScreenshotParams::builder().full_page(true).build();
+        operator.page.save_screenshot(params, png).await?;
+        Ok::<_, e2e::Error>(())
+    }
+    .await;
+    operator.close().await;
+    shot?;
+    eprintln!("  dashboard screenshot: {}", png.display());
+    Ok(())
 }
 
 /// Bytes one visitor needs for the page: the page, its scripts, styles, images and media.
@@ -493,12 +530,17 @@ async fn main() -> Result<()> {
         false,
         &plain_throttle,
         site_bytes,
+        None,
     )
     .await?;
     let mut runs = vec![without];
     if let Some(stack) = &without_workers {
         eprintln!("run: with Whis, no worker browsers");
-        runs.push(stack.run(&args, "Whis, no workers", site_bytes).await?);
+        runs.push(
+            stack
+                .run(&args, "Whis, no workers", site_bytes, None)
+                .await?,
+        );
     }
     let label = if args.workers {
         "Whis + workers"
@@ -506,7 +548,15 @@ async fn main() -> Result<()> {
         "with Whis"
     };
     eprintln!("run: {label}");
-    runs.push(with_workers.run(&args, label, site_bytes).await?);
+    std::fs::create_dir_all(&args.out)?;
+    let stem = format!("swarm-{}v-{:?}", args.visitors, args.pattern).to_lowercase();
+    let png = args.out.join(format!("{stem}-dashboard.png"));
+    let dashboard = args.dashboard.then_some(png.as_path());
+    runs.push(
+        with_workers
+            .run(&args, label, site_bytes, dashboard)
+            .await?,
+    );
     let snap = with_workers.front.state.workers.snapshot();
     let workers = args.workers.then(|| WorkerFigures {
         started: snap.slots.len(),
@@ -517,8 +567,6 @@ async fn main() -> Result<()> {
 
     let md = markdown(&args, &runs, workers.as_ref());
     println!("{md}");
-    std::fs::create_dir_all(&args.out)?;
-    let stem = format!("swarm-{}v-{:?}", args.visitors, args.pattern).to_lowercase();
     std::fs::write(args.out.join(format!("{stem}.md")), &md)?;
     std::fs::write(args.out.join(format!("{stem}.svg")), svg(&runs))?;
     std::fs::write(
@@ -574,7 +622,14 @@ async fn whis_stack(site: &Path, shape: Shape, args: &Args, workers: bool) -> Re
 }
 
 impl WhisStack {
-    async fn run(&self, args: &Args, label: &str, site_bytes: u64) -> Result<RunResult> {
+    async fn run(
+        &self,
+        args: &Args,
+        label: &str,
+        site_bytes: u64,
+        dashboard: Option<&Path>,
+    ) -> Result<RunResult> {
+        let front = self.front.url();
         run(
             args,
             label,
@@ -582,6 +637,7 @@ impl WhisStack {
             true,
             &self.throttle,
             site_bytes,
+            dashboard.map(|png| (front.as_str(), png)),
         )
         .await
     }
