@@ -10,6 +10,9 @@
   const REQUEST_TIMEOUT = 4000
   const HOT_BUDGET = 64 * 1024 * 1024
   const SETTLE_MS = 100
+  // A peer that has not answered our offer this long is probably gone (its
+  // tab closed without a goodbye): it stops holding misses back.
+  const ANSWER_GRACE_MS = 1500
 
   class Agent {
     /**
@@ -84,8 +87,16 @@
 
     openCount () { let n = 0; for (const p of this.peers.values()) if (p.open) n++; return n }
 
-    /** Connections whose peer has not yet told us what it holds. */
-    settling () { let n = 0; for (const p of this.peers.values()) if (!p.settled) n++; return n }
+    /**
+     * Connections whose peer has not yet told us what it holds, and that are
+     * alive: it answered, or it still may (within ANSWER_GRACE_MS).
+     */
+    settling () {
+      let n = 0
+      const now = Date.now()
+      for (const p of this.peers.values()) if (!p.settled && (p.answered || now - p.born < ANSWER_GRACE_MS)) n++
+      return n
+    }
 
     /** Start a connection (we offer) unless over budget or already connected. */
     connect (remote) {
@@ -246,6 +257,8 @@
       this.polite = agent.id > remote // the larger id yields on glare
       this.open = false
       this.settled = false // handshake and bitfields received: its holdings are known
+      this.born = Date.now()
+      this.answered = !initiator // it offered, or (when we offer) its answer came
       this.role = remote === agent.workerId ? 'worker' : 'visitor'
       this.has = new Map() // resource id → Set of pieces
       this.incoming = new Map() // `${id}:${piece}` → {buf, got}
@@ -267,10 +280,13 @@
       if (initiator) this._channel(this.pc.createDataChannel('whis', { ordered: true }))
       // A connection that does not open in 15 s is abandoned.
       this.openTimer = setTimeout(() => { if (!this.open) agent.dropPeer(remote, 'timeout') }, 15000)
+      // Silent past the grace: the misses it held back go out now.
+      this.graceTimer = setTimeout(() => { if (!this.answered) for (const s of agent.sessions) s.pump() }, ANSWER_GRACE_MS)
     }
 
     async onSignal (data) {
       if (data.description) {
+        this.answered = true
         const d = data.description
         const collision = d.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable')
         this.ignoreOffer = !this.polite && collision
@@ -405,6 +421,7 @@
 
     close () {
       clearTimeout(this.openTimer)
+      clearTimeout(this.graceTimer)
       this.open = false
       try { if (this.dc) this.dc.close() } catch (_) {}
       try { this.pc.close() } catch (_) {}

@@ -9,11 +9,13 @@ const ID = 'ab'.repeat(32)
 const INFO = { id: ID, size: 10 * 1000, piece_size: 1000, count: 10, path: '/x.bin' }
 
 /** A connection that holds `has` and records what it is asked. */
-function fakeConn (remote, has, { open = true, settled = true } = {}) {
+function fakeConn (remote, has, { open = true, settled = true, answered = true, born = Date.now() } = {}) {
   return {
     remote,
     open,
     settled,
+    answered,
+    born,
     has: new Map([[ID, new Set(has)]]),
     asked: [],
     cancelled: [],
@@ -70,6 +72,20 @@ test('misses wait while a connection is settling, and come once it has', () => {
   newcomer.open = true
   s.pump()
   assert.deepEqual(out.misses.sort(), [3, 4], 'nobody holds them: the origin gets them')
+  s.close()
+})
+
+test('a peer that never answers holds misses back only for a grace period', () => {
+  const holder = fakeConn('p1', [0])
+  const fresh = fakeConn('p2', [], { settled: false, open: false, answered: false })
+  const silent = fakeConn('p3', [], { settled: false, open: false, answered: false, born: Date.now() - 60000 })
+  const agent = agentWith(holder, fresh, silent)
+  const out = sink()
+  const s = agent.want(INFO, [0, 1], out)
+  assert.deepEqual(out.misses, [], 'p2 offered a moment ago and may still answer')
+  agent.peers.delete('p2')
+  s.pump()
+  assert.deepEqual(out.misses, [1], 'p3 never answered: it holds nothing back')
   s.close()
 })
 
