@@ -190,6 +190,9 @@ struct Peer {
     role: Role,
     last_seen: Instant,
     streams_open: u32,
+    /// It opened an event stream once: with none open now it is gone (or
+    /// reconnecting), and is not suggested to others.
+    streamed: bool,
     have: HashSet<String>,
     next_event_id: u64,
     recent: VecDeque<Event>,
@@ -308,6 +311,7 @@ impl Hub {
                 role,
                 last_seen: now,
                 streams_open: 0,
+                streamed: false,
                 have,
                 next_event_id: 1,
                 recent: VecDeque::new(),
@@ -500,6 +504,7 @@ impl Hub {
         let me = self.authenticate(now, token)?;
         let peer = self.peers.get_mut(&me).expect("authenticated peer exists");
         peer.streams_open += 1;
+        peer.streamed = true;
         let worker = self.swarms[&peer.swarm].worker.clone();
         let hello = Event {
             id: None,
@@ -570,6 +575,11 @@ impl Hub {
     /// towards the worker), so two offers never cross. Crossed offers are
     /// resolved by rollback, but that costs a round of negotiation, which
     /// took seconds on a loaded machine.
+    ///
+    /// A peer whose event stream has closed is left out: its browser is
+    /// most likely gone (closed before its goodbye), and an offer to it
+    /// would hang until it times out; if it is only reconnecting, later
+    /// announces find it again.
     fn suggest(&self, me: &str, want: &[String]) -> Vec<PeerId> {
         let Some(peer) = self.peers.get(me) else {
             return Vec::new();
@@ -579,12 +589,17 @@ impl Hub {
             return Vec::new(); // the worker: visitors come to it
         };
         let mut out: Vec<PeerId> = Vec::new();
-        if let Some(w) = &swarm.worker {
+        let reachable = |id: &PeerId| {
+            let p = &self.peers[id];
+            p.streams_open > 0 || !p.streamed
+        };
+        if let Some(w) = swarm.worker.as_ref().filter(|w| reachable(w)) {
             out.push(w.clone());
         }
         let mut holders: Vec<(usize, usize, &PeerId)> = swarm.visitors[..mine]
             .iter()
             .enumerate()
+            .filter(|(_, v)| reachable(v))
             .map(|(order, v)| {
                 let have = &self.peers[v].have;
                 let score = if want.is_empty() {

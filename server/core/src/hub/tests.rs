@@ -302,6 +302,34 @@ fn the_worker_is_suggested_first_and_told_what_is_hot() {
 }
 
 #[test]
+fn a_peer_whose_stream_closed_is_not_suggested() {
+    let mut sim = Sim::new(HubConfig::default());
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let now = sim.now;
+    sim.hub
+        .stream_opened(now, &a.token, None)
+        .expect("a's stream");
+    sim.hub
+        .stream_opened(now, &b.token, None)
+        .expect("b's stream");
+    // a's browser closes without a goodbye: its stream ends, its heartbeat
+    // has not timed out yet.
+    sim.hub.stream_closed(now, &a.peer_id);
+    let c = sim.join("/");
+    assert_eq!(c.peers, [b.peer_id.clone()]);
+    // Reconnected, it is suggested again.
+    sim.hub
+        .stream_opened(now, &a.token, Some(0))
+        .expect("a reconnects");
+    let d = sim.join("/");
+    assert_eq!(
+        d.peers,
+        [c.peer_id.clone(), b.peer_id.clone(), a.peer_id.clone()]
+    );
+}
+
+#[test]
 fn every_pair_of_peers_has_one_initiator() {
     let mut sim = Sim::new(HubConfig::default());
     let a = sim.join("/");
