@@ -265,7 +265,19 @@ impl Visitor {
         self.launched.as_mut().and_then(|l| l.pid())
     }
 
+    /// Close the tab as a person would (its `pagehide` runs, so the agent's
+    /// goodbye beacon goes out), then the browser.
     pub async fn close(mut self) {
+        use chromiumoxide::cdp::browser_protocol::page::CloseParams;
+        let closed = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.page.execute(CloseParams::default()),
+        )
+        .await;
+        if matches!(closed, Ok(Ok(_))) {
+            // The beacon leaves from the network service: give it a moment.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         if let Some(l) = self.launched.take() {
             l.shutdown().await;
         }
