@@ -317,7 +317,7 @@ fn a_peer_whose_stream_closed_is_not_suggested() {
     // has not timed out yet.
     sim.hub.stream_closed(now, &a.peer_id);
     let c = sim.join("/");
-    assert_eq!(c.peers, [b.peer_id.clone()]);
+    assert_eq!(c.peers, [b.peer_id.as_str()]);
     // Reconnected, it is suggested again.
     sim.hub
         .stream_opened(now, &a.token, Some(0))
@@ -337,7 +337,7 @@ fn every_pair_of_peers_has_one_initiator() {
     let w = sim.join_worker(&a.swarm_id);
     let c = sim.join("/");
     assert_eq!(a.peers, Vec::<PeerId>::new());
-    assert_eq!(b.peers, [a.peer_id.clone()]);
+    assert_eq!(b.peers, [a.peer_id.as_str()]);
     assert_eq!(
         c.peers,
         [w.peer_id.clone(), b.peer_id.clone(), a.peer_id.clone()]
@@ -358,7 +358,7 @@ fn every_pair_of_peers_has_one_initiator() {
         .hub
         .announce(now, &a.token, wants.clone())
         .expect("announce");
-    assert_eq!(to_a.peers, [w.peer_id.clone()]);
+    assert_eq!(to_a.peers, [w.peer_id.as_str()]);
     let (to_b, _) = sim
         .hub
         .announce(now, &b.token, wants.clone())
