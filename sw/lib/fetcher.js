@@ -32,6 +32,9 @@
   const ORIGIN_SLOTS = 4
   /** Pieces per origin request: short requests free their connection soon. */
   const MAX_RUN = 4
+  /** An origin request that sends nothing for this long is given up, so a
+   *  stalled origin cannot hold one of the few slots for ever. */
+  const STALL_MS = 30000
 
   /** A counting semaphore, first come first served. */
   class Gate {
@@ -53,51 +56,67 @@
    * consecutive pieces as they arrive: `onPiece(k, bytes)` for the k-th of
    * `lengths`, awaited in order. A 200 answer (no Range support) is skipped
    * up to `start`. `stop()` is asked after every chunk: true ends the
-   * transfer early (abort). Resolves to the number of pieces handed on.
+   * transfer early; so does aborting `ctl` (an AbortController), and so does
+   * `stallMs` without a byte (then it throws origin-stalled). Resolves to the
+   * number of pieces handed on.
    */
-  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop, ctl }) {
+  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop, ctl, stallMs = STALL_MS }) {
     const headers = { range: `bytes=${start}-${end}` }
     if (validator) headers['if-range'] = validator
     const t0 = Date.now()
-    const res = await fetchFn(url, { headers, cache: 'no-store', credentials: 'same-origin', signal: ctl ? ctl.signal : undefined })
-    if (res.status !== 206 && res.status !== 200) throw new W.WhisError('origin-status', { message: `${url}: ${res.status}` })
-    let pos = res.status === 206 ? start : 0 // offset in the file of the next byte read
-    let k = 0
-    let buf = new Uint8Array(lengths[0])
-    let filled = 0
-    const reader = res.body.getReader()
-    try {
-      while (k < lengths.length) {
-        const { done, value } = await reader.read()
-        if (done) break
-        let v = value
-        if (pos < start) {
-          const skip = Math.min(v.byteLength, start - pos)
-          v = v.subarray(skip)
-          pos += skip
-        }
-        while (v.byteLength > 0 && k < lengths.length) {
-          const take = Math.min(v.byteLength, buf.byteLength - filled)
-          buf.set(v.subarray(0, take), filled)
-          filled += take
-          pos += take
-          v = v.subarray(take)
-          if (filled === buf.byteLength) {
-            await onPiece(k, buf)
-            k++
-            if (k < lengths.length) { buf = new Uint8Array(lengths[k]); filled = 0 }
-          }
-        }
-        if (k < lengths.length && stop()) break
-      }
-    } finally {
-      if (k < lengths.length) {
-        if (ctl) ctl.abort()
-        reader.cancel().catch(() => {})
-      }
+    let stalled = false
+    let stall = null
+    const watch = () => {
+      clearTimeout(stall)
+      stall = setTimeout(() => { stalled = true; ctl.abort() }, stallMs)
     }
-    const got = lengths.slice(0, k).reduce((a, b) => a + b, 0)
-    learn(got, Date.now() - t0)
+    let k = 0
+    watch()
+    try {
+      const res = await fetchFn(url, { headers, cache: 'no-store', credentials: 'same-origin', signal: ctl.signal })
+      if (res.status !== 206 && res.status !== 200) throw new W.WhisError('origin-status', { message: `${url}: ${res.status}` })
+      let pos = res.status === 206 ? start : 0 // offset in the file of the next byte read
+      let buf = new Uint8Array(lengths[0])
+      let filled = 0
+      const reader = res.body.getReader()
+      try {
+        while (k < lengths.length) {
+          const { done, value } = await reader.read()
+          if (done) break
+          watch()
+          let v = value
+          if (pos < start) {
+            const skip = Math.min(v.byteLength, start - pos)
+            v = v.subarray(skip)
+            pos += skip
+          }
+          while (v.byteLength > 0 && k < lengths.length) {
+            const take = Math.min(v.byteLength, buf.byteLength - filled)
+            buf.set(v.subarray(0, take), filled)
+            filled += take
+            pos += take
+            v = v.subarray(take)
+            if (filled === buf.byteLength) {
+              await onPiece(k, buf)
+              k++
+              if (k < lengths.length) { buf = new Uint8Array(lengths[k]); filled = 0 }
+            }
+          }
+          if (k < lengths.length && stop()) break
+        }
+      } finally {
+        if (k < lengths.length) {
+          ctl.abort()
+          reader.cancel().catch(() => {})
+        }
+      }
+    } catch (err) {
+      if (stalled) throw new W.WhisError('origin-stalled', { message: `${url}: nothing came for ${stallMs} ms` })
+      throw err
+    } finally {
+      clearTimeout(stall)
+    }
+    learn(lengths.slice(0, k).reduce((a, b) => a + b, 0), Date.now() - t0)
     return k
   }
 
@@ -121,7 +140,7 @@
      * @param {object} m manifest
      * @param {number[]} indices pieces wanted
      * @param {{fetch: Function, url: string, store?: object, source?: object,
-     *          deadlineMs?: number, patient?: boolean,
+     *          deadlineMs?: number, patient?: boolean, stallMs?: number,
      *          onVerified?: (i:number, data:Uint8Array, kind:string) => void,
      *          onRejected?: (i:number, from:string) => void}} deps
      */
@@ -230,6 +249,7 @@
           validator: this.m.etag,
           lengths,
           ctl,
+          stallMs: this.deps.stallMs,
           stop: () => this.closed || run.every((i) => this.settled.has(i)),
           onPiece: async (k, data) => {
             const i = run[k]

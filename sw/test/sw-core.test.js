@@ -260,3 +260,20 @@ test('an origin request whose pieces all came from peers is aborted', async () =
   assert.equal(log.bytes, PIECE, 'the origin sent only the piece it won')
   assert.equal(log.open, 0)
 })
+
+test('an origin that stalls loses its request, and its slot goes to the next', async () => {
+  const data = crypto.randomBytes(2 * PIECE)
+  const m = manifestOf('/a.jpg', data)
+  const { fetchFn, log, streams } = heldOrigin(data)
+  const stuck = new W.fetcher.Acquisition(m, [0], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, stallMs: 50 })
+  await stuck.start()
+  await assert.rejects(stuck.piece(0), (err) => err.code === 'origin-stalled')
+  assert.equal(log.aborted, 1, 'the stalled request was stopped')
+  // Every slot is free again: a later request is sent at once and served.
+  const next = new W.fetcher.Acquisition(m, [1], { fetch: fetchFn, url: `${ORIGIN}/a.jpg` })
+  await next.start()
+  await tick(20)
+  streams[streams.length - 1].send()
+  assert.deepEqual(Buffer.from(await next.piece(1)), data.subarray(PIECE))
+  assert.equal(log.open, 0)
+})
