@@ -120,16 +120,6 @@
     return k
   }
 
-  /** Fetch bytes [start, end] of `url` from the origin as one Uint8Array. */
-  async function fetchRange (fetchFn, url, start, end, validator) {
-    const out = new Uint8Array(end - start + 1)
-    const n = await streamRange(fetchFn, url, start, end, {
-      validator, lengths: [out.byteLength], onPiece: (_, b) => { out.set(b) }, stop: () => false, ctl: new AbortController()
-    })
-    if (n !== 1) throw new W.WhisError('origin-short', { message: `${url}: short answer for ${start}-${end}` })
-    return out
-  }
-
   /**
    * One resource's pieces on their way in. `piece(i)` resolves with verified
    * bytes. Peers are asked first (if a source is given) with a deadline per
@@ -308,5 +298,5 @@
     return { promise, resolve, reject }
   }
 
-  W.fetcher = { Acquisition, fetchRange, streamRange, deadlineFor, originSpeed, ORIGIN_SLOTS }
+  W.fetcher = { Acquisition, deadlineFor, originSpeed, ORIGIN_SLOTS }
 })(globalThis.Whis = globalThis.Whis || {})
