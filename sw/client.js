@@ -123,8 +123,7 @@
       else {
         const s = sessions.get(m.req)
         if (!s) return
-        if (m.type === 'cancel') s.cancel(m.index)
-        else if (m.type === 'got') s.done(m.index)
+        if (m.type === 'got') s.done(m.index)
         else if (m.type === 'bad') s.bad(m.index, m.from)
         else if (m.type === 'close') { s.close(); sessions.delete(m.req) }
       }

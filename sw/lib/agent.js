@@ -489,9 +489,6 @@
       this.pump()
     }
 
-    /** Piece i is not wanted from peers any more. */
-    cancel (i) { this.done(i) }
-
     /** `from` sent a piece that failed verification: never again. */
     bad (i, from) {
       this.picker.markBad(from)

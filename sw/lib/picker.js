@@ -52,9 +52,6 @@
       for (const [piece, asked] of this.inflight) if (asked.delete(peer) && asked.size === 0) this.inflight.delete(piece)
     }
 
-    /** The piece will come from elsewhere (the origin): stop tracking it. */
-    drop (piece) { return this.done(piece) }
-
     /**
      * @param {Array<{id:string, has:(i:number)=>boolean}>} peers connected peers
      * @returns {{assign: Array<[string, number]>, unavailable: number[]}}

@@ -68,7 +68,6 @@
           wants.set(req, handlers)
           port.postMessage({ type: 'want', req, manifest: { id: m.id, size: m.size, piece_size: m.piece_size, count: m.pieces.length, path: m.path }, indices })
           return {
-            cancel (i) { port.postMessage({ type: 'cancel', req, index: i }) },
             done (i) { port.postMessage({ type: 'got', req, index: i }) },
             bad (i, from) { port.postMessage({ type: 'bad', req, index: i, from }) },
             close () { wants.delete(req); port.postMessage({ type: 'close', req }) }

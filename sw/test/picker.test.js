@@ -43,7 +43,7 @@ test('property: the picker keeps its invariants and always finishes', () => {
     const asked = new Map() // piece → peers asked (ever)
     for (let round = 0; round < 500 && picker.needed.size > 0; round++) {
       const { assign, unavailable } = picker.next(peers)
-      for (const i of unavailable) { fromOrigin.add(i); picker.drop(i) }
+      for (const i of unavailable) { fromOrigin.add(i); picker.done(i) }
       const allStarted = [...picker.needed].every((i) => picker.inflight.has(i))
       for (const [peer, i] of assign) {
         assert.ok(holdings[peer].has(i), `seed ${seed}: asked ${peer} for piece ${i} it lacks`)

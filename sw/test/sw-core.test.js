@@ -57,7 +57,7 @@ function fakeSource (data, opts = {}) {
           h.onPiece(i, ab, 'pBad', 'visitor')
         }
       }, 1)
-      return { cancel () {}, done () {}, bad (i, from) { calls.bad.push([i, from]) }, close () {} }
+      return { done () {}, bad (i, from) { calls.bad.push([i, from]) }, close () {} }
     }
   }
 }
@@ -200,7 +200,7 @@ function latePeers (data) {
     want (m, indices, handlers) {
       h = handlers
       setTimeout(() => indices.forEach((i) => handlers.onMiss(i)), 1)
-      return { cancel () {}, done () {}, bad () {}, close () {} }
+      return { done () {}, bad () {}, close () {} }
     },
     deliver (i) {
       const b = Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE))
