@@ -2,9 +2,12 @@
 //
 // Registers the service worker, runs the peer agent in one tab per origin
 // (Web Locks election), bridges the agent to the service worker over a
-// MessagePort, resolves `data-whis-src` attributes, and exposes
-// window.whis.ready() and window.whis.stats(). Anything missing (service
-// workers, WebRTC, the Whis server) leaves the page loading from the origin.
+// MessagePort (again whenever the worker restarts or changes), hands the
+// worker what this page loaded before Whis controlled it (adoption), fetches
+// from peers what the visitor will likely open next (prefetch), resolves
+// `data-whis-src` attributes, and exposes window.whis. Anything missing
+// (service workers, WebRTC, the Whis server) leaves the page loading from the
+// origin.
 //
 // A site with its own service worker (which imports /whis/sw-lib.js) writes
 // <script src="/whis/client.js" data-sw="/its-sw.js" defer></script> and
@@ -24,8 +27,9 @@
   const zero = { bytesFromPeers: 0, bytesFromWorker: 0, bytesFromOrigin: 0, bytesFromCache: 0, peers: 0, verifiedPieces: 0, rejectedPieces: 0 }
   const sw = navigator.serviceWorker
   let agent = null
+  let W = null // window.Whis, once /whis/lib.js has loaded
   // Milestones of this page's visit, ms since navigation start: what a
-  // benchmark or a curious operator reads to see where a first visit waits.
+  // benchmark or a curious operator reads to see where a visit waits.
   const timeline = {}
   const mark = (name) => { if (!(name in timeline)) timeline[name] = Math.round(performance.now()) }
   let resolveReady
@@ -77,14 +81,19 @@
       })
       return { ...zero, ...(s || {}), peers: agent ? agent.openCount() : (s ? s.peers : 0) }
     },
-    /** Milestones (ms since navigation): controlled, joined, firstPeerOpen, sourcesResolved, resolvedBy. */
-    timeline: () => ({ ...timeline }),
+    /**
+     * Milestones (ms since navigation): controlled, joined, firstPeerOpen,
+     * sourcesResolved, resolvedBy, adopted, prefetched; and `connections`,
+     * every WebRTC link's negotiation steps.
+     */
+    timeline: () => ({ ...timeline, connections: agent ? agent.connections() : [] }),
     get agent () { return agent }
   }
 
   if (!sw || !window.RTCPeerConnection || !window.MessageChannel || !window.isSecureContext) {
     resolveSources()
-    resolveReady({ joined: false, reason: 'this browser cannot run Whis' })
+    timeline.noWhis = 'this browser cannot run Whis'
+    resolveReady({ joined: false, reason: timeline.noWhis })
     return
   }
 
@@ -94,60 +103,79 @@
       .then(() => { registering = false }, () => { registering = false; resolveSources('registration failed') })
   }
 
-  function loadLib () {
-    return new Promise((resolve, reject) => {
-      const s = document.createElement('script')
-      s.src = '/whis/lib.js' // every file of sw/lib in one script
-      s.async = false
-      s.onload = resolve
-      s.onerror = () => reject(new Error(`cannot load ${s.src}`))
-      document.head.appendChild(s)
-    })
-  }
+  const lib = new Promise((resolve, reject) => {
+    const s = document.createElement('script')
+    s.src = '/whis/lib.js' // every file of sw/lib in one script
+    s.async = false
+    s.onload = () => { W = window.Whis; resolve(W) }
+    s.onerror = () => reject(new Error(`cannot load ${s.src}`))
+    document.head.appendChild(s)
+  })
+  lib.catch(() => {})
 
-  /** Connect the agent to the service worker that controls (or will control) us. */
+  // ---- the bridge: agent ⇄ service worker ----------------------------------
+  let port = null
+  /** Give the agent to the service worker that controls us (or is about to). */
   function bridge () {
+    if (port) port.close()
     const sessions = new Map()
     const ch = new MessageChannel()
-    const port = ch.port1
-    port.onmessage = (e) => {
-      const m = e.data
-      if (!m || typeof m !== 'object') return
-      if (m.type === 'want') {
+    const mine = ch.port1
+    port = mine
+    const status = () => W.messages.make('status', { peers: agent.openCount(), settling: agent.settling(), policy: agent.policy })
+    mine.onmessage = (e) => {
+      const m = W.messages.read(e.data, ['want', 'got', 'bad', 'close', 'stored', 'report'])
+      if (!m) return
+      if (m.whis === 'want') {
         sessions.set(m.req, agent.want(m.manifest, m.indices, {
-          onPiece: (index, data, from, role) => port.postMessage({ type: 'piece', req: m.req, index, data, from, role }, [data]),
-          onMiss: (index) => port.postMessage({ type: 'miss', req: m.req, index })
+          onPiece: (index, data, from, role) => mine.postMessage(W.messages.make('piece', { req: m.req, index, data, from, role }), [data]),
+          onMiss: (index) => mine.postMessage(W.messages.make('miss', { req: m.req, index }))
         }))
-      } else if (m.type === 'stored') agent.stored(m.id, m.index, m.path, m.count, m.data)
-      else if (m.type === 'report') agent.report(m)
+      } else if (m.whis === 'stored') agent.stored(m.id, m.index, m.path, m.count, m.data)
+      else if (m.whis === 'report') agent.report(m)
       else {
         const s = sessions.get(m.req)
         if (!s) return
-        if (m.type === 'got') s.done(m.index)
-        else if (m.type === 'bad') s.bad(m.index, m.from)
-        else if (m.type === 'close') { s.close(); sessions.delete(m.req) }
+        if (m.whis === 'got') s.done(m.index)
+        else if (m.whis === 'bad') s.bad(m.index, m.from)
+        else { s.close(); sessions.delete(m.req) }
       }
     }
     sw.ready.then((reg) => {
-      if (reg.active) reg.active.postMessage({ whis: 'agent' }, [ch.port2])
-      port.postMessage({ type: 'status', peers: agent.openCount() })
+      const target = sw.controller || reg.active
+      if (!target || port !== mine) return
+      target.postMessage(W.messages.make('agent'), [ch.port2])
+      mine.postMessage(status())
+      mark('bridged')
     })
-    return port
+    return mine
   }
 
+  // A service worker that (re)started without an agent asks its pages.
+  sw.addEventListener('message', (e) => {
+    if (!W || !W.messages.read(e.data, ['need-agent'])) return
+    if (agent && !agent.closed) { timeline.rebridged = (timeline.rebridged || 0) + 1; bridge() } else if (e.source) e.source.postMessage(W.messages.make('no-agent'))
+  })
+
   async function runAgent () {
-    await loadLib()
-    const W = window.Whis
+    await lib
     const store = await W.store.openStore()
     agent = new W.Agent({ store, scope: '/' })
-    agent.on((type, d) => { if (type === 'peers' && d.count > 0) mark('firstPeerOpen') })
+    // A data-saving visitor fetches through Whis but uploads nothing.
+    const conn = navigator.connection
+    if (conn && conn.saveData) agent.setServing(false)
+    agent.on((type, d) => {
+      if (type === 'peers' && d.count > 0) mark('firstPeerOpen')
+      if ((type === 'peers' || type === 'joined') && port) port.postMessage(W.messages.make('status', { peers: agent.openCount(), settling: agent.settling(), policy: agent.policy }))
+    })
+    // The service worker gets the agent before it has joined: its requests
+    // wait for the links it is about to open rather than going to the origin.
+    bridge()
+    // A new service worker (update, or a first install taking control) needs it too.
+    sw.addEventListener('controllerchange', () => bridge())
+    addEventListener('pagehide', (e) => { if (!e.persisted) agent.leave() })
     await agent.start()
     mark('joined')
-    let port = bridge()
-    agent.on((type, d) => { if (type === 'peers') port.postMessage({ type: 'status', peers: d.count }) })
-    // A new service worker (update) needs the agent too.
-    sw.addEventListener('controllerchange', () => { port.close(); port = bridge() })
-    addEventListener('pagehide', (e) => { if (!e.persisted) agent.leave() })
     resolveReady(agent.status())
     return agent
   }
@@ -156,15 +184,41 @@
   async function whenUseful (agentStarted) {
     if (!ownSw && !sw.controller) await new Promise((resolve) => sw.addEventListener('controllerchange', resolve, { once: true }))
     mark('controlled')
+    adopt()
     try {
       const a = await agentStarted
-      if (a && a.peers.size > 0) {
+      if (a && a.core.links.size > 0) {
         const t0 = Date.now()
         while (a.openCount() === 0 && Date.now() - t0 < 1000) await new Promise((resolve) => setTimeout(resolve, 50))
       }
     } catch (_) {}
     resolveSources('ready')
   }
+
+  // ---- adoption: what this page loaded before Whis controlled it -----------
+  let adopted = 0
+  /** Same-origin resources this page loaded without the service worker: they sit in the HTTP cache. */
+  function adopt () {
+    const ctl = sw.controller
+    if (!ctl || !performance.getEntriesByType) return
+    const paths = []
+    for (const e of performance.getEntriesByType('resource')) {
+      if (e.workerStart > 0) continue // went through the service worker already
+      let u
+      try { u = new URL(e.name) } catch (_) { continue }
+      if (u.origin !== location.origin || u.search || u.pathname.startsWith('/whis/') || u.pathname === '/whis-sw.js') continue
+      paths.push(u.pathname)
+    }
+    const fresh = paths.slice(adopted)
+    adopted = paths.length
+    if (!fresh.length) return
+    lib.then(() => {
+      ctl.postMessage(W.messages.make('adopt', { paths: fresh.slice(0, 1024) }))
+      mark('adopted')
+    }).catch(() => {})
+  }
+  // Resources that finish after control was gained but were requested before it.
+  addEventListener('load', () => setTimeout(adopt, 0))
 
   let started
   if (navigator.locks && navigator.locks.request) {
@@ -182,9 +236,42 @@
   } else {
     started = runAgent()
   }
-  started.then((a) => { if (!a) resolveReady({ joined: false, reason: 'another tab holds the swarm connections' }) })
-    .catch(() => resolveReady({ joined: false, reason: 'the Whis server is unreachable' }))
+  started.then((a) => {
+    if (!a) resolveReady({ joined: false, reason: 'another tab holds the swarm connections' })
+    else prefetchWhenIdle(a)
+  }).catch(() => resolveReady({ joined: false, reason: 'the Whis server is unreachable' }))
   whenUseful(started)
+
+  // ---- prefetch: the next page's bytes, from peers, before it is asked ------
+  function prefetchWhenIdle (a) {
+    const go = () => setTimeout(() => {
+      lib.then(() => W.prefetch.run(a, { page: location.pathname, from: referrerPath(), links: sameOriginLinks() }))
+        .then((r) => { if (r) { mark('prefetched'); timeline.prefetch = r } })
+        .catch(() => {})
+    }, 500)
+    if (document.readyState === 'complete') go()
+    else addEventListener('load', go, { once: true })
+  }
+
+  function referrerPath () {
+    try {
+      const r = new URL(document.referrer)
+      return r.origin === location.origin ? r.pathname : null
+    } catch (_) { return null }
+  }
+
+  /** The pages this page links to, in document order, without duplicates or itself. */
+  function sameOriginLinks () {
+    const out = []
+    for (const a of document.querySelectorAll('a[href]')) {
+      let u
+      try { u = new URL(a.href, location.href) } catch (_) { continue }
+      if (u.origin !== location.origin || u.pathname === location.pathname || u.pathname.startsWith('/whis/')) continue
+      if (!out.includes(u.pathname)) out.push(u.pathname)
+      if (out.length >= 64) break
+    }
+    return out
+  }
 
   if (document.documentElement.hasAttribute('data-whis-panel')) {
     const p = document.createElement('script')

@@ -15,7 +15,17 @@ importScripts('/whis/lib.js') // every file of sw/lib in one script
     origin: self.location.origin,
     fetch: (input, init) => fetch(input, init),
     openStore: () => W.store.openStore(),
-    clientAlive: async (id) => !!(await self.clients.get(id))
+    clientAlive: async (id) => !!(await self.clients.get(id)),
+    clientUrl: async (id) => {
+      const c = await self.clients.get(id)
+      return c ? new URL(c.url).pathname : null
+    },
+    // The pages of the site that are open: any of them may run the agent.
+    askForAgent: async () => {
+      const pages = await self.clients.matchAll({ type: 'window' })
+      for (const c of pages) c.postMessage(W.messages.make('need-agent'))
+      return pages.length
+    }
   })
   const known = new Set() // paths with a manifest: safe to claim even as a library
 
@@ -38,8 +48,14 @@ importScripts('/whis/lib.js') // every file of sw/lib in one script
   })
 
   self.addEventListener('message', (event) => {
-    sw.handleMessage(event.data, event.ports, event.source && event.source.id)
+    const done = sw.handleMessage(event.data, event.ports, event.source && event.source.id)
+    // Adoption reads the HTTP cache for a while: keep the worker alive for it.
+    if (done && typeof event.waitUntil === 'function') event.waitUntil(done)
   })
+
+  // A worker that starts (installed now, or restarted by the browser after
+  // idling) has no agent: ask the open pages for theirs.
+  sw.wakeUp()
 
   self.whis = sw
 })()

@@ -109,7 +109,7 @@ const POISON_STORE_JS: &str = r#"(async () => {
   });
   await new Promise((res) => { tx.oncomplete = res });
   // And the copies its agent keeps in memory to serve.
-  for (const d of window.whis.agent.hot.values()) { new Uint8Array(d)[100] ^= 0xff; n++ }
+  for (const d of window.whis.agent.hot.map.values()) { new Uint8Array(d)[100] ^= 0xff; n++ }
   return n;
 })()"#;
 

@@ -37,17 +37,8 @@ fn content_type(rel: &str) -> &'static str {
 /// order, so a first visit pays one round trip for them, not one each (on a
 /// congested origin each costs seconds, and the page waits for the worker).
 const BUNDLE: &str = "lib.js";
-const BUNDLE_PARTS: [&str; 9] = [
-    "lib/errors.js",
-    "lib/wire.js",
-    "lib/manifest.js",
-    "lib/eligibility.js",
-    "lib/picker.js",
-    "lib/store.js",
-    "lib/fetcher.js",
-    "lib/agent.js",
-    "lib/sw-core.js",
-];
+/// The list of the bundle's files, in order (the JS tests read it too).
+const BUNDLE_LIST: &str = "lib/bundle.txt";
 
 /// One file of `sw/`, from `--sw-dir` or the embedded copy.
 fn read(state: &AppState, rel: &str) -> Option<Vec<u8>> {
@@ -66,12 +57,18 @@ fn read(state: &AppState, rel: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// The files of `BUNDLE_PARTS` as one script (`None` if one is missing).
+/// The files `BUNDLE_LIST` names, as one script (`None` if one is missing).
 fn bundle(state: &AppState) -> Option<Vec<u8>> {
+    let list = String::from_utf8(read(state, BUNDLE_LIST)?).ok()?;
     let mut all = Vec::new();
-    for part in BUNDLE_PARTS {
+    for name in list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let part = format!("lib/{name}");
         all.extend_from_slice(format!("// ---- {part}\n").as_bytes());
-        all.extend_from_slice(&read(state, part)?);
+        all.extend_from_slice(&read(state, &part)?);
         all.extend_from_slice(b"\n;\n");
     }
     Some(all)
@@ -146,16 +143,27 @@ mod tests {
             !EMBEDDED.iter().any(|(n, _)| n.starts_with("test/")),
             "tests are not shipped"
         );
-        let lib: Vec<&str> = EMBEDDED
+        let list = EMBEDDED
+            .iter()
+            .find(|(n, _)| *n == BUNDLE_LIST)
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .expect("the bundle list is embedded");
+        let listed: Vec<String> = list
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| format!("lib/{l}"))
+            .collect();
+        let scripts: Vec<&str> = EMBEDDED
             .iter()
             .map(|(n, _)| *n)
-            .filter(|n| n.starts_with("lib/"))
+            .filter(|n| n.starts_with("lib/") && n.ends_with(".js"))
             .collect();
         assert_eq!(
-            lib.len(),
-            BUNDLE_PARTS.len(),
-            "lib.js bundles every file of sw/lib: {lib:?}"
+            listed.len(),
+            scripts.len(),
+            "lib.js bundles every script of sw/lib: {scripts:?} against {listed:?}"
         );
-        assert!(BUNDLE_PARTS.iter().all(|p| lib.contains(p)));
+        assert!(listed.iter().all(|p| scripts.contains(&p.as_str())));
     }
 }

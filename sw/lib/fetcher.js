@@ -1,80 +1,43 @@
-// Getting verified pieces: from the local store, from peers (through a
-// "source", the page agent), and from the origin with Range requests for
-// whatever is late, missing or wrong. Used by the service worker (handleRequest)
-// and by the worker browser's seeding.
+// Getting verified pieces, cheapest source first: the piece store, the
+// browser's HTTP cache (bytes an earlier load left there cost the origin
+// nothing), peers (through a "source", the page agent) with a per-piece
+// deadline, and the origin with Range requests for whatever is late, missing
+// or wrong. Used by the service worker (handleRequest), by prefetch and by the
+// worker browser's seeding (seeder.js).
 ;(function (W) {
   'use strict'
   const M = W.manifest
+  const { CODES } = W.errors
 
-  /** Origin speed estimate, shared by all acquisitions in this context. */
-  const originSpeed = { bytesPerMs: 2000, rttMs: 50 } // optimistic start: 2 MB/s, 50 ms
-  /** When a verified piece last came from a peer, for any resource: peers are delivering. */
-  const peerFlow = { lastPieceAt: 0 }
-
-  /** How long peers get for one piece before the origin is asked: about what the origin would take, at least 1 s. */
-  function deadlineFor (bytes) {
-    const originMs = originSpeed.rttMs + bytes / originSpeed.bytesPerMs
-    return Math.min(5000, Math.max(1000, 2 * originMs))
-  }
-
-  function learn (bytes, ms) {
-    if (ms <= 0 || bytes < 16384) return
-    originSpeed.bytesPerMs = 0.7 * originSpeed.bytesPerMs + 0.3 * (bytes / ms)
-  }
-
-  /**
-   * Origin requests in flight at once, per context (service worker or worker
-   * page). Chromium opens at most six connections per host, and the event
-   * stream, the signaling POSTs and the manifests need some of them: a page
-   * that fired every range at once would queue its own WebRTC handshake
-   * behind seconds of image bytes. Pieces waiting here stay open to peers.
-   */
-  const ORIGIN_SLOTS = 4
   /** Pieces per origin request: short requests free their connection soon. */
   const MAX_RUN = 4
   /** An origin request that sends nothing for this long is given up, so a
    *  stalled origin cannot hold one of the few slots for ever. */
   const STALL_MS = 30000
 
-  /** A counting semaphore, first come first served. */
-  class Gate {
-    constructor (n) { this.free = n; this.queue = [] }
-    acquire () {
-      if (this.free > 0) { this.free--; return Promise.resolve() }
-      return new Promise((resolve) => this.queue.push(resolve))
-    }
-    release () {
-      const next = this.queue.shift()
-      if (next) next()
-      else this.free++
-    }
-  }
-  const originGate = new Gate(ORIGIN_SLOTS)
-
   /**
-   * Fetch bytes [start, end] of `url` from the origin and hand them on in
-   * consecutive pieces as they arrive: `onPiece(k, bytes)` for the k-th of
-   * `lengths`, awaited in order. A 200 answer (no Range support) is skipped
-   * up to `start`. `stop()` is asked after every chunk: true ends the
-   * transfer early; so does aborting `ctl` (an AbortController), and so does
-   * `stallMs` without a byte (then it throws origin-stalled). Resolves to the
-   * number of pieces handed on.
+   * Fetch bytes [start, end] of `url` and hand them on in consecutive pieces
+   * as they arrive: `onPiece(k, bytes)` for the k-th of `lengths`, awaited in
+   * order. A 200 answer (no Range support) is skipped up to `start`. `stop()`
+   * is asked after every chunk: true ends the transfer early; so does aborting
+   * `ctl` (an AbortController), and so does `stallMs` without a byte (then it
+   * throws origin-stalled). `init` adds fetch options (cache mode). Resolves
+   * to the number of pieces handed on.
    */
-  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop, ctl, stallMs = STALL_MS }) {
+  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop = () => false, ctl, stallMs = STALL_MS, init = {}, clock = W.scheduler.clock }) {
     const headers = { range: `bytes=${start}-${end}` }
     if (validator) headers['if-range'] = validator
-    const t0 = Date.now()
     let stalled = false
     let stall = null
     const watch = () => {
-      clearTimeout(stall)
-      stall = setTimeout(() => { stalled = true; ctl.abort() }, stallMs)
+      clock.clearTimeout(stall)
+      stall = clock.setTimeout(() => { stalled = true; ctl.abort() }, stallMs)
     }
     let k = 0
     watch()
     try {
-      const res = await fetchFn(url, { headers, cache: 'no-store', credentials: 'same-origin', signal: ctl.signal })
-      if (res.status !== 206 && res.status !== 200) throw new W.WhisError('origin-status', { message: `${url}: ${res.status}` })
+      const res = await fetchFn(url, { credentials: 'same-origin', cache: 'default', ...init, headers, signal: ctl.signal })
+      if (res.status !== 206 && res.status !== 200) throw new W.WhisError(CODES.ORIGIN_STATUS, { message: `${url}: ${res.status}` })
       let pos = res.status === 206 ? start : 0 // offset in the file of the next byte read
       let buf = new Uint8Array(lengths[0])
       let filled = 0
@@ -111,32 +74,41 @@
         }
       }
     } catch (err) {
-      if (stalled) throw new W.WhisError('origin-stalled', { message: `${url}: nothing came for ${stallMs} ms` })
+      if (stalled) throw new W.WhisError(CODES.ORIGIN_STALLED, { message: `${url}: nothing came for ${stallMs} ms` })
       throw err
     } finally {
-      clearTimeout(stall)
+      clock.clearTimeout(stall)
     }
-    learn(lengths.slice(0, k).reduce((a, b) => a + b, 0), Date.now() - t0)
     return k
   }
 
   /**
    * One resource's pieces on their way in. `piece(i)` resolves with verified
-   * bytes. Peers are asked first (if a source is given) with a deadline per
-   * piece; the origin fills the rest, in contiguous runs.
+   * bytes (or rejects: the origin disagrees with the manifest, or the
+   * acquisition was closed first). Sources in order: the store, the HTTP
+   * cache, peers (if a source is given) with a deadline per piece, the origin
+   * (unless `noOrigin`) for the rest, in contiguous runs.
+   *
+   * `onVerified(i, data, kind, from)` says where each piece came from:
+   * 'store' (our own store: nothing to do), 'http-cache' (the browser's
+   * cache: new to the store), 'peer', 'worker' or 'origin'.
    */
   class Acquisition {
     /**
      * @param {object} m manifest
      * @param {number[]} indices pieces wanted
-     * @param {{fetch: Function, url: string, store?: object, source?: object,
+     * @param {{fetch: Function, url: string, scheduler: object, store?: object,
+     *          source?: object | (() => Promise<object|null>),
+     *          httpCache?: boolean, cacheMode?: string, noOrigin?: boolean,
      *          deadlineMs?: number, patient?: boolean, stallMs?: number,
-     *          onVerified?: (i:number, data:Uint8Array, kind:string) => void,
+     *          onVerified?: (i:number, data:Uint8Array, kind:string, from:string|null) => void,
      *          onRejected?: (i:number, from:string) => void}} deps
      */
     constructor (m, indices, deps) {
       this.m = m
       this.deps = deps
+      this.sched = deps.scheduler
+      this.clock = this.sched.clock
       this.waiters = new Map(indices.map((i) => [i, deferred()]))
       this.settled = new Set()
       this.originQueue = new Set() // due from the origin, not yet grouped into requests
@@ -150,44 +122,76 @@
     piece (i) { return this.waiters.get(i).promise }
 
     async start () {
-      const missing = []
+      let missing = []
       for (const i of this.waiters.keys()) {
         const data = this.deps.store ? await this.deps.store.get(this.m.id, i).catch(() => null) : null
-        if (data && await M.verifyPiece(this.m, i, data)) this._resolve(i, new Uint8Array(data), 'cache', null)
+        if (data && await M.verifyPiece(this.m, i, data)) this._resolve(i, new Uint8Array(data), 'store', null)
         else missing.push(i)
       }
-      if (missing.length === 0) return
-      if (this.deps.source) {
-        this.want = this.deps.source.want(this.m, missing, {
-          onPiece: (i, data, from, role) => this._fromPeer(i, data, from, role),
-          onMiss: (i) => this._toOrigin(i)
-        }, { patient: !!this.deps.patient })
-        const started = Date.now()
-        for (const i of missing) {
-          const [s, e] = M.pieceRange(this.m, i)
-          const deadline = this.deps.deadlineMs || deadlineFor(e - s)
-          // Past its deadline a piece goes to the origin, unless peers are
-          // visibly delivering right now (then it is queued behind their
-          // pipeline, which is shared by every resource in flight, not lost);
-          // never past four deadlines.
-          const check = () => {
-            if (this.settled.has(i)) return
-            const busy = Date.now() - peerFlow.lastPieceAt < deadline / 2
-            if (busy && Date.now() - started < 4 * deadline) this.timers.set(i, setTimeout(check, deadline / 2))
-            else this._toOrigin(i)
-          }
-          this.timers.set(i, setTimeout(check, deadline))
+      if (missing.length && this.deps.httpCache) missing = await this._fromHttpCache(missing)
+      if (missing.length === 0 || this.closed) return
+      // A source may be a function that finds one (the service worker waits
+      // a moment for a page agent that is on its way).
+      const source = typeof this.deps.source === 'function' ? await this.deps.source() : this.deps.source
+      if (this.closed) return
+      if (!source) return missing.forEach((i) => this._toOrigin(i))
+      this.want = source.want(this.m, missing, {
+        onPiece: (i, data, from, role) => this._fromPeer(i, data, from, role),
+        onMiss: (i) => this._toOrigin(i)
+      }, { patient: !!this.deps.patient })
+      const started = this.clock.now()
+      for (const i of missing) {
+        const [s, e] = M.pieceRange(this.m, i)
+        const deadline = this.deps.deadlineMs || this.sched.deadlineFor(e - s)
+        // Past its deadline a piece goes to the origin, unless peers are
+        // visibly delivering right now (then it is queued behind their
+        // pipeline, which every resource in flight shares, not lost).
+        const check = () => {
+          if (this.settled.has(i)) return
+          if (this.sched.mayStretch(deadline, this.clock.now() - started)) this.timers.set(i, this.clock.setTimeout(check, deadline / 2))
+          else this._toOrigin(i)
         }
-      } else {
-        missing.forEach((i) => this._toOrigin(i))
+        this.timers.set(i, this.clock.setTimeout(check, deadline))
       }
+    }
+
+    /**
+     * What the browser's HTTP cache holds of the missing pieces, read without
+     * a network request (`only-if-cached`), verified like any other source:
+     * bytes of another version fail their hashes and are left alone. Returns
+     * the pieces still missing.
+     */
+    async _fromHttpCache (missing) {
+      const first = missing[0]
+      const last = missing[missing.length - 1]
+      const [start] = M.pieceRange(this.m, first)
+      const [, end] = M.pieceRange(this.m, last)
+      const lengths = []
+      for (let i = first; i <= last; i++) { const [s, e] = M.pieceRange(this.m, i); lengths.push(e - s) }
+      const wanted = new Set(missing)
+      try {
+        await streamRange(this.deps.fetch, this.deps.url, start, end - 1, {
+          lengths,
+          ctl: new AbortController(),
+          clock: this.clock,
+          init: { cache: 'only-if-cached', mode: 'same-origin' },
+          onPiece: async (k, data) => {
+            const i = first + k
+            if (!wanted.has(i)) return
+            // Another version (or a corrupt entry): stop reading it.
+            if (!(await M.verifyPiece(this.m, i, data))) throw new W.WhisError(CODES.ORIGIN_MISMATCH, { message: 'the HTTP cache holds another version' })
+            this._resolve(i, data, 'http-cache', null)
+          }
+        })
+      } catch (_) { /* not cached (or not all of it): the other sources fill in */ }
+      return missing.filter((i) => !this.settled.has(i))
     }
 
     async _fromPeer (i, data, from, role) {
       if (this.settled.has(i) || this.closed) return
       const bytes = data instanceof Uint8Array ? data : new Uint8Array(data)
       if (await M.verifyPiece(this.m, i, bytes)) {
-        peerFlow.lastPieceAt = Date.now()
+        this.sched.peerDelivered()
         this._resolve(i, bytes, role === 'worker' ? 'worker' : 'peer', from)
       } else {
         if (this.deps.onRejected) this.deps.onRejected(i, from)
@@ -200,10 +204,11 @@
      * Piece i is due from the origin. It waits for a free origin slot and,
      * until its bytes are in, stays open to peers: whichever source delivers
      * first wins, and an origin request whose pieces all came from peers is
-     * aborted.
+     * aborted. With `noOrigin` (prefetch) peers were its only chance.
      */
     _toOrigin (i) {
       if (this.settled.has(i) || this.originQueue.has(i) || this.closed) return
+      if (this.deps.noOrigin) return this._reject(i, new W.WhisError(CODES.TIMEOUT, { message: `no peer gave piece ${i}` }))
       this.originQueue.add(i)
       // Gather pieces queued in the same tick into contiguous runs.
       if (this.originQueue.size === 1) queueMicrotask(() => this._flushOrigin())
@@ -223,7 +228,7 @@
     }
 
     async _fetchRun (run) {
-      await originGate.acquire()
+      await this.sched.acquire()
       const ctl = new AbortController()
       const entry = { run, ctl }
       try {
@@ -235,21 +240,27 @@
         const [start] = M.pieceRange(this.m, run[0])
         const [, end] = M.pieceRange(this.m, run[run.length - 1])
         const lengths = run.map((i) => { const [s, e] = M.pieceRange(this.m, i); return e - s })
+        const t0 = this.clock.now()
         const n = await streamRange(this.deps.fetch, this.deps.url, start, end - 1, {
           validator: this.m.etag,
           lengths,
           ctl,
+          clock: this.clock,
           stallMs: this.deps.stallMs,
+          // The browser's HTTP cache stays in the loop: a stale entry is
+          // revalidated (a 304 costs no body), and what comes is kept.
+          init: { cache: this.deps.cacheMode || 'default' },
           stop: () => this.closed || run.every((i) => this.settled.has(i)),
           onPiece: async (k, data) => {
             const i = run[k]
             if (this.settled.has(i)) return
-            if (!(await M.verifyPiece(this.m, i, data))) throw new W.WhisError('origin-mismatch', { message: `${this.deps.url} piece ${i}: the origin's bytes do not match the manifest` })
+            if (!(await M.verifyPiece(this.m, i, data))) throw new W.WhisError(CODES.ORIGIN_MISMATCH, { message: `${this.deps.url} piece ${i}: the origin's bytes do not match the manifest` })
             this._resolve(i, data, 'origin', null)
           }
         })
+        this.sched.learn(lengths.slice(0, n).reduce((a, b) => a + b, 0), this.clock.now() - t0)
         if (n < run.length && !this.closed && !run.every((i) => this.settled.has(i))) {
-          throw new W.WhisError('origin-short', { message: `${this.deps.url}: the origin ended early` })
+          throw new W.WhisError(CODES.ORIGIN_SHORT, { message: `${this.deps.url}: the origin ended early` })
         }
       } catch (err) {
         // Aborted because peers (or nobody) needed the rest: not an error.
@@ -257,14 +268,14 @@
       } finally {
         this.runs.delete(entry)
         for (const i of run) this.fetching.delete(i)
-        originGate.release()
+        this.sched.release()
       }
     }
 
     _resolve (i, data, kind, from) {
       if (this.settled.has(i)) return
       this.settled.add(i)
-      clearTimeout(this.timers.get(i))
+      this.clock.clearTimeout(this.timers.get(i))
       if (this.want) this.want.done(i)
       if (this.deps.onVerified) this.deps.onVerified(i, data, kind, from)
       this.waiters.get(i).resolve(data)
@@ -276,18 +287,22 @@
     _reject (i, err) {
       if (this.settled.has(i)) return
       this.settled.add(i)
+      this.clock.clearTimeout(this.timers.get(i))
       this.waiters.get(i).reject(err)
       this._maybeClose()
     }
 
     _maybeClose () { if (this.settled.size === this.waiters.size) this.close() }
 
+    /** Stop: requests are aborted, and pieces not in yet reject. */
     close () {
       if (this.closed) return
       this.closed = true
-      for (const t of this.timers.values()) clearTimeout(t)
+      for (const t of this.timers.values()) this.clock.clearTimeout(t)
       for (const r of this.runs) r.ctl.abort()
       if (this.want) this.want.close()
+      const gone = new W.WhisError(CODES.LEAVING, { message: 'acquisition closed' })
+      for (const [i, w] of this.waiters) if (!this.settled.has(i)) { this.settled.add(i); w.reject(gone) }
     }
   }
 
@@ -298,5 +313,5 @@
     return { promise, resolve, reject }
   }
 
-  W.fetcher = { Acquisition, deadlineFor, originSpeed, ORIGIN_SLOTS }
+  W.fetcher = { Acquisition, streamRange }
 })(globalThis.Whis = globalThis.Whis || {})

@@ -13,7 +13,7 @@
       Number.isSafeInteger(m.size) && m.size > 0 && Number.isInteger(m.piece_size) && m.piece_size > 0 &&
       Array.isArray(m.pieces) && m.pieces.length === Math.ceil(m.size / m.piece_size) &&
       m.pieces.every((p) => typeof p === 'string' && /^[0-9a-f]{64}$/.test(p))
-    if (!ok) throw new W.WhisError('bad-manifest', { message: 'manifest has the wrong shape' })
+    if (!ok) throw new W.WhisError(W.errors.CODES.BAD_MANIFEST, { message: 'manifest has the wrong shape' })
     return m
   }
 

@@ -46,10 +46,15 @@
       this.refused.get(piece).add(peer)
     }
 
+    /** `peer` went away: what it was asked is open to others (it may come back). */
+    forget (peer) {
+      for (const [piece, asked] of this.inflight) if (asked.delete(peer) && asked.size === 0) this.inflight.delete(piece)
+    }
+
     /** Never ask `peer` for anything again (bad piece, broken frames). */
     markBad (peer) {
       this.bad.add(peer)
-      for (const [piece, asked] of this.inflight) if (asked.delete(peer) && asked.size === 0) this.inflight.delete(piece)
+      this.forget(peer)
     }
 
     /**

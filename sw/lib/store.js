@@ -148,6 +148,38 @@
     }
   }
 
+  /**
+   * Recently verified pieces in memory, least recently used out first, within
+   * a byte budget: served without an IndexedDB read, and shareable before
+   * their write has committed.
+   */
+  class HotCache {
+    constructor (budget) {
+      this.budget = budget
+      this.bytes = 0
+      this.map = new Map() // key → ArrayBuffer, oldest first
+    }
+
+    put (key, data) {
+      if (this.map.has(key) || data.byteLength > this.budget) return
+      this.map.set(key, data)
+      this.bytes += data.byteLength
+      for (const [k, d] of this.map) {
+        if (this.bytes <= this.budget) break
+        this.map.delete(k)
+        this.bytes -= d.byteLength
+      }
+    }
+
+    get (key) {
+      const data = this.map.get(key)
+      if (!data) return null
+      this.map.delete(key) // refresh its place in the order
+      this.map.set(key, data)
+      return data
+    }
+  }
+
   /** IndexedDB when it works, memory otherwise (fail-open). */
   async function openStore (budget) {
     try {
@@ -156,5 +188,5 @@
     return new MemoryStore(budget)
   }
 
-  W.store = { MemoryStore, IdbStore, openStore, DEFAULT_BUDGET }
+  W.store = { MemoryStore, IdbStore, HotCache, openStore, DEFAULT_BUDGET }
 })(globalThis.Whis = globalThis.Whis || {})

@@ -21,11 +21,11 @@
   const MAX_PIECES = 1 << 20
   const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
 
-  function bad (message) { return new W.WhisError('bad-frame', { message }) }
+  function bad (message) { return new W.WhisError(W.errors.CODES.BAD_FRAME, { message }) }
 
   /** @param {string} hex 64 hex digits → 32 bytes */
   function idToBytes (hex) {
-    if (typeof hex !== 'string' || !/^[0-9a-f]{64}$/.test(hex)) throw new W.WhisError('bad-id', { message: String(hex) })
+    if (typeof hex !== 'string' || !/^[0-9a-f]{64}$/.test(hex)) throw new W.WhisError(W.errors.CODES.BAD_ID, { message: String(hex) })
     const out = new Uint8Array(32)
     for (let i = 0; i < 32; i++) out[i] = parseInt(hex.substr(i * 2, 2), 16)
     return out
@@ -103,7 +103,7 @@
     if (!name) throw bad(`unknown type ${type}`)
     if (type === T.HANDSHAKE) {
       if (b.length < 4) throw bad('short handshake')
-      if (b[1] !== VERSION) throw new W.WhisError('bad-frame', { message: `protocol version ${b[1]}, this peer speaks ${VERSION}` })
+      if (b[1] !== VERSION) throw new W.WhisError(W.errors.CODES.BAD_FRAME, { message: `protocol version ${b[1]}, this peer speaks ${VERSION}` })
       if (b[2] > 1) throw bad('bad role')
       if (b.length !== 4 + b[3]) throw bad('handshake length')
       let peerId

@@ -5,6 +5,10 @@ const assert = require('node:assert/strict')
 const crypto = require('node:crypto')
 const W = require('./load.js')
 
+// One scheduler (origin slots, speed estimate) per test, as per context in a browser.
+let scheduler
+test.beforeEach(() => { scheduler = new W.scheduler.Scheduler() })
+
 const ORIGIN = 'http://site.test'
 const PIECE = 16384
 
@@ -19,11 +23,23 @@ function manifestOf (path, data) {
   return { path, id: h.digest('hex'), size: data.length, piece_size: PIECE, pieces, content_type: 'image/jpeg', etag: '"e1"', cache_control: 'public, max-age=60' }
 }
 
-/** An origin with one file; counts the body bytes it sends. */
-function fakeOrigin (files) {
-  const log = { bytes: 0, requests: [] }
+/**
+ * An origin with files, and the browser's HTTP cache in front of it: it
+ * counts the body bytes the origin sends. `cached` holds what the HTTP cache
+ * has (path → bytes); an `only-if-cached` request never reaches the origin.
+ */
+function fakeOrigin (files, cached = {}) {
+  const log = { bytes: 0, requests: [], cacheReads: 0 }
   async function fetchFn (url, init = {}) {
     const u = new URL(url)
+    if (init.cache === 'only-if-cached') {
+      log.cacheReads++
+      const c = cached[u.pathname]
+      if (!c) throw new TypeError('Failed to fetch (not in the HTTP cache)')
+      const range = init.headers && init.headers.range
+      const m = range && /bytes=(\d+)-(\d+)/.exec(range)
+      return new Response(m ? c.subarray(Number(m[1]), Number(m[2]) + 1) : c, { status: m ? 206 : 200 })
+    }
     log.requests.push(u.pathname + u.search)
     if (u.pathname === '/whis/manifest') {
       const f = files[u.searchParams.get('path')]
@@ -127,6 +143,7 @@ test('poisoned pieces from a peer are rejected, reported and refetched', async (
   const source = fakeSource(data, { corrupt: (i) => i % 2 === 0 })
   const rejected = []
   const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3, 4, 5], {
+    scheduler,
     fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, onRejected: (i, from) => rejected.push([i, from])
   })
   await acq.start()
@@ -142,7 +159,7 @@ test('pieces no peer has go to the origin at once, in one contiguous request', a
   const m = manifestOf('/a.jpg', data)
   const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
   const source = fakeSource(data, { missing: (i) => i >= 2 })
-  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3, 4], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
+  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3, 4], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
   const t0 = Date.now()
   await acq.start()
   const got = await Promise.all([0, 1, 2, 3, 4].map((i) => acq.piece(i)))
@@ -160,6 +177,7 @@ function heldOrigin (data) {
   const log = { bytes: 0, requests: 0, open: 0, maxOpen: 0, aborted: 0 }
   const streams = []
   async function fetchFn (url, init = {}) {
+    if (init.cache === 'only-if-cached') throw new TypeError('not in the HTTP cache')
     const m = /bytes=(\d+)-(\d+)/.exec(init.headers.range)
     let pos = Number(m[1])
     const end = Number(m[2]) + 1
@@ -212,7 +230,7 @@ function latePeers (data) {
 const tick = (ms = 5) => new Promise((resolve) => setTimeout(resolve, ms))
 
 test('origin requests are capped per context, and pieces waiting for a slot still come from peers', async () => {
-  const slots = W.fetcher.ORIGIN_SLOTS
+  const slots = W.scheduler.ORIGIN_SLOTS
   const count = slots + 2
   const data = crypto.randomBytes(count * PIECE)
   const m = manifestOf('/a.jpg', data)
@@ -222,7 +240,7 @@ test('origin requests are capped per context, and pieces waiting for a slot stil
   const acqs = []
   for (let i = 0; i < count; i++) {
     sources.push(latePeers(data))
-    const acq = new W.fetcher.Acquisition(m, [i], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source: sources[i], deadlineMs: 60000 })
+    const acq = new W.fetcher.Acquisition(m, [i], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source: sources[i], deadlineMs: 60000 })
     await acq.start()
     acqs.push(acq)
   }
@@ -246,7 +264,7 @@ test('an origin request whose pieces all came from peers is aborted', async () =
   const m = manifestOf('/a.jpg', data)
   const { fetchFn, log, streams } = heldOrigin(data)
   const source = latePeers(data)
-  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
+  const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
   await acq.start()
   await tick(20)
   assert.equal(log.requests, 1, 'one request for the four pieces')
@@ -265,15 +283,123 @@ test('an origin that stalls loses its request, and its slot goes to the next', a
   const data = crypto.randomBytes(2 * PIECE)
   const m = manifestOf('/a.jpg', data)
   const { fetchFn, log, streams } = heldOrigin(data)
-  const stuck = new W.fetcher.Acquisition(m, [0], { fetch: fetchFn, url: `${ORIGIN}/a.jpg`, stallMs: 50 })
+  const stuck = new W.fetcher.Acquisition(m, [0], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg`, stallMs: 50 })
   await stuck.start()
   await assert.rejects(stuck.piece(0), (err) => err.code === 'origin-stalled')
   assert.equal(log.aborted, 1, 'the stalled request was stopped')
   // Every slot is free again: a later request is sent at once and served.
-  const next = new W.fetcher.Acquisition(m, [1], { fetch: fetchFn, url: `${ORIGIN}/a.jpg` })
+  const next = new W.fetcher.Acquisition(m, [1], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg` })
   await next.start()
   await tick(20)
   streams[streams.length - 1].send()
   assert.deepEqual(Buffer.from(await next.piece(1)), data.subarray(PIECE))
   assert.equal(log.open, 0)
+})
+
+// ---- the browser's HTTP cache, adoption, and waiting for an agent ---------
+
+test('what the HTTP cache holds is served without the origin, and adopted into the store', async () => {
+  const data = crypto.randomBytes(3 * PIECE + 7)
+  const cached = { '/a.jpg': data }
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } }, cached)
+  const sw = newSw(fetchFn)
+  const res = await sw.handleRequest(get('/a.jpg'), 'c1')
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), data)
+  assert.equal(log.bytes, 0, 'the origin sent nothing')
+  assert.ok(log.cacheReads >= 1)
+  // The HTTP cache is cleared; the bytes stay in Whis's store.
+  delete cached['/a.jpg']
+  const again = await sw.handleRequest(get('/a.jpg'), 'c1')
+  assert.deepEqual(Buffer.from(await again.arrayBuffer()), data)
+  assert.equal(log.bytes, 0)
+})
+
+test('an HTTP cache entry of another version is not served; the origin fills in', async () => {
+  const data = crypto.randomBytes(2 * PIECE)
+  const old = crypto.randomBytes(2 * PIECE)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } }, { '/a.jpg': old })
+  const res = await newSw(fetchFn).handleRequest(get('/a.jpg'), 'c1')
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), data)
+  assert.equal(log.bytes, data.length)
+})
+
+test('origin requests go through the HTTP cache (revalidation, 304s), unless the page said no-store', async () => {
+  const data = crypto.randomBytes(PIECE)
+  const modes = []
+  const { fetchFn } = fakeOrigin({ '/a.jpg': { data }, '/b.jpg': { data: crypto.randomBytes(PIECE) } })
+  const spy = (url, init = {}) => { if (!String(url).includes('/whis/')) modes.push(init.cache); return fetchFn(url, init) }
+  const sw = newSw(spy)
+  await (await sw.handleRequest(get('/a.jpg'), 'c1')).arrayBuffer()
+  await (await sw.handleRequest(new Request(`${ORIGIN}/b.jpg`, { cache: 'no-store' }), 'c1')).arrayBuffer()
+  assert.deepEqual(modes, ['only-if-cached', 'default', 'only-if-cached', 'no-store'])
+})
+
+test('adopt: resources a page loaded before Whis controlled it are stored from the HTTP cache, not the network', async () => {
+  const a = crypto.randomBytes(2 * PIECE + 1)
+  const b = crypto.randomBytes(PIECE)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data: a }, '/b.jpg': { data: b }, '/c.jpg': { data: b } }, { '/a.jpg': a, '/b.jpg': b })
+  const store = new W.store.MemoryStore()
+  const sw = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => store })
+  const adopted = await sw.handleMessage(W.messages.make('adopt', { paths: ['/a.jpg', '/b.jpg', '/c.jpg', '/missing.jpg'] }), [], 'c1')
+  assert.equal(adopted, 4, 'three pieces of a, one of b; c is not cached')
+  assert.equal(log.bytes, 0, 'no byte from the origin')
+  const held = await store.list()
+  assert.deepEqual(held.map((r) => r.path).sort(), ['/a.jpg', '/b.jpg'])
+})
+
+test('a request with no agent waits for the one a page is bringing, then gets its pieces from peers', async () => {
+  const data = crypto.randomBytes(3 * PIECE)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  let asked = 0
+  const sw = W.createServiceWorker({
+    origin: ORIGIN,
+    fetch: fetchFn,
+    openStore: async () => new W.store.MemoryStore(),
+    askForAgent: async () => { asked++; return 1 }
+  })
+  const pending = sw.handleRequest(get('/a.jpg'), 'c1')
+  await tick(50)
+  assert.equal(asked, 1, 'the open page was asked for its agent')
+  // The page answers with an agent whose peers hold everything.
+  const ch = new MessageChannel()
+  const source = fakeSource(data)
+  ch.port2.onmessage = (e) => {
+    const m = W.messages.read(e.data)
+    if (m && m.whis === 'want') {
+      source.want({ piece_size: PIECE }, m.indices, {
+        onPiece: (i, ab, from, role) => ch.port2.postMessage(W.messages.make('piece', { req: m.req, index: i, data: ab, from, role }), [ab]),
+        onMiss: (i) => ch.port2.postMessage(W.messages.make('miss', { req: m.req, index: i }))
+      })
+    }
+  }
+  sw.handleMessage(W.messages.make('agent'), [ch.port1], 'page')
+  const res = await pending
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), data)
+  assert.equal(log.bytes, 0, 'every byte came from peers')
+  ch.port1.close()
+  ch.port2.close()
+})
+
+test('with no page to bring an agent, or pages that have none, nobody waits', async () => {
+  const data = crypto.randomBytes(PIECE)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  const alone = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), askForAgent: async () => 0 })
+  const t0 = Date.now()
+  await (await alone.handleRequest(get('/a.jpg'), 'c1')).arrayBuffer()
+  assert.ok(Date.now() - t0 < W.swCore.AGENT_WAIT_MS, 'no page, no wait')
+  const refusing = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), askForAgent: async () => 1 })
+  const pending = refusing.handleRequest(get('/a.jpg'), 'c1')
+  await tick(20)
+  refusing.handleMessage(W.messages.make('no-agent'), [], 'page')
+  const res = await pending
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), data)
+  assert.equal(log.bytes, 2 * data.length)
+})
+
+test('the manifest request names the page that asked, so the server learns what pages use', async () => {
+  const data = crypto.randomBytes(PIECE)
+  const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
+  const sw = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), clientUrl: async () => '/gallery.html' })
+  await (await sw.handleRequest(get('/a.jpg'), 'c1')).arrayBuffer()
+  assert.ok(log.requests.includes('/whis/manifest?path=%2Fa.jpg&page=%2Fgallery.html'), log.requests.join(' '))
 })
