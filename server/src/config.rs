@@ -81,6 +81,34 @@ pub struct ServeArgs {
     /// worker): a plain origin for comparisons and for testing fail-open.
     #[arg(long)]
     pub origin_only: bool,
+    /// When peers may hold a piece: `offload` asks the origin only after a
+    /// deadline (about twice what the origin would take, 1 to 5 s), `speed`
+    /// gives peers a 250 ms head start and then races the origin.
+    #[arg(long, value_enum, default_value_t = Prefer::Offload)]
+    pub prefer: Prefer,
+    /// Bytes an open page may fetch from peers for the pages its visitor will
+    /// likely open next (0: no prefetch). Never from the origin.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_PREFETCH_BUDGET)]
+    pub prefetch_budget: u64,
+}
+
+/// Default prefetch budget per page view: a few next pages of an ordinary site.
+pub const DEFAULT_PREFETCH_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// The operator's choice between offload and latency (see `--prefer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prefer {
+    Offload,
+    Speed,
+}
+
+impl Prefer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prefer::Offload => "offload",
+            Prefer::Speed => "speed",
+        }
+    }
 }
 
 /// Where the site's bytes come from.
@@ -109,6 +137,8 @@ pub struct Config {
     pub keep_alive: Duration,
     pub heartbeat_timeout: Duration,
     pub workers: WorkerSettings,
+    pub prefer: Prefer,
+    pub prefetch_budget: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +166,8 @@ impl Config {
             sse_queue: 256,
             keep_alive: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(45),
+            prefer: Prefer::Offload,
+            prefetch_budget: DEFAULT_PREFETCH_BUDGET,
             workers: WorkerSettings {
                 enabled: false,
                 chromium: None,
@@ -201,6 +233,8 @@ impl ServeArgs {
         cfg.allow_origins = self.allow_origin;
         cfg.sw_dir = self.sw_dir;
         cfg.origin_only = self.origin_only;
+        cfg.prefer = self.prefer;
+        cfg.prefetch_budget = self.prefetch_budget;
         cfg.workers = WorkerSettings {
             enabled: !self.no_workers && !self.origin_only,
             chromium: self.chromium,

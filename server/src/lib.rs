@@ -17,6 +17,7 @@ pub mod ids;
 pub mod manifests;
 pub mod metrics;
 pub mod origin;
+pub mod pages;
 pub mod routes;
 pub mod signaling;
 pub mod state;
@@ -178,6 +179,11 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
                 .service(
                     web::resource("/manifest")
                         .get(routes::manifest)
+                        .default_service(web::to(routes::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/next")
+                        .post(pages::next)
                         .default_service(web::to(routes::method_not_allowed)),
                 )
                 .service(

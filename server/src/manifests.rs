@@ -176,6 +176,11 @@ impl ManifestService {
         }
     }
 
+    /// The manifest already computed for `path`, if any (never computes one).
+    pub fn peek(&self, path: &str) -> Option<Arc<Manifest>> {
+        self.cached(path, None)
+    }
+
     pub fn len(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

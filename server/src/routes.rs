@@ -16,6 +16,8 @@ use crate::state::AppState;
 #[derive(Deserialize)]
 pub struct ManifestQuery {
     path: Option<String>,
+    /// The page the resource is for (the service worker says): what pages use.
+    page: Option<String>,
 }
 
 pub async fn manifest(
@@ -32,6 +34,9 @@ pub async fn manifest(
     // refuses) any second layer of encoding such as %2e%2e.
     let path = SitePath::parse(raw)?;
     let manifest = state.manifests.get(&state, &client, &path).await?;
+    if let Some(page) = query.page.as_deref().and_then(|p| SitePath::parse(p).ok()) {
+        state.pages().used(page.as_str(), path.as_str());
+    }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::ETAG, format!("\"{}\"", manifest.id)))

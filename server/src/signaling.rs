@@ -165,6 +165,7 @@ pub async fn join(
             "worker": joined.worker,
             "heartbeat_ms": 15000,
             "max_connections": hub_cfg_max,
+            "policy": {"prefer": state.config.prefer.as_str()},
         })))
 }
 

@@ -29,6 +29,8 @@ pub struct AppState {
     base_url: std::sync::OnceLock<String>,
     /// The dashboard's offload history (see `dashboard::sample_loop`).
     pub offload_history: Mutex<std::collections::VecDeque<crate::dashboard::Sample>>,
+    /// What each page uses and where its visitors go next (prefetch plans).
+    pages: Mutex<whis_core::pages::PageGraph>,
 }
 
 #[derive(Default)]
@@ -155,6 +157,7 @@ impl AppState {
             config,
             base_url: std::sync::OnceLock::new(),
             offload_history: Mutex::default(),
+            pages: Mutex::new(whis_core::pages::PageGraph::new(Default::default())),
         })
     }
 
@@ -167,6 +170,11 @@ impl AppState {
             .get()
             .map(String::as_str)
             .unwrap_or("http://127.0.0.1")
+    }
+
+    /// The page graph (brief updates and reads; never held across an await).
+    pub fn pages(&self) -> MutexGuard<'_, whis_core::pages::PageGraph> {
+        self.pages.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The signaling lock. A poisoned lock means a panic mid-update; the hub's

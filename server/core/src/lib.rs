@@ -16,6 +16,7 @@
 pub mod error;
 pub mod hub;
 pub mod manifest;
+pub mod pages;
 pub mod path;
 pub mod supervisor;
 
