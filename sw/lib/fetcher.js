@@ -21,12 +21,14 @@
    * order. A 200 answer (no Range support) is skipped up to `start`. `stop()`
    * is asked after every chunk: true ends the transfer early; so does aborting
    * `ctl` (an AbortController), and so does `stallMs` without a byte (then it
-   * throws origin-stalled). `init` adds fetch options (cache mode). Resolves
-   * to the number of pieces handed on.
+   * throws origin-stalled). `init` adds fetch options (cache mode);
+   * `whole` asks for the whole resource and skips to `start` (Chromium
+   * answers `only-if-cached` requests only without a Range). Resolves to the
+   * number of pieces handed on.
    */
-  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop = () => false, ctl, stallMs = STALL_MS, init = {}, clock = W.scheduler.clock }) {
-    const headers = { range: `bytes=${start}-${end}` }
-    if (validator) headers['if-range'] = validator
+  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop = () => false, ctl, stallMs = STALL_MS, init = {}, whole = false, clock = W.scheduler.clock }) {
+    const headers = whole ? {} : { range: `bytes=${start}-${end}` }
+    if (validator && !whole) headers['if-range'] = validator
     let stalled = false
     let stall = null
     const watch = () => {
@@ -175,6 +177,7 @@
           ctl: new AbortController(),
           clock: this.clock,
           init: { cache: 'only-if-cached', mode: 'same-origin' },
+          whole: true,
           onPiece: async (k, data) => {
             const i = first + k
             if (!wanted.has(i)) return

@@ -1,0 +1,276 @@
+//! Whis on an ordinary multi-page site (e2e/sites/ordinary): plain `<img
+//! src>`, CSS backgrounds, a web font, no `data-whis-src`, the one line of
+//! Whis in every page. Real Chromium visitors, each its own process and
+//! profile; every claim about bytes is checked against the origin's own
+//! counter (`whis_origin_bytes_total`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e::*;
+
+fn site() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sites/ordinary")
+}
+
+/// The shareable resources (≥ 16 KiB) each page uses.
+const INDEX: &[&str] = &[
+    "/css/site.css",
+    "/fonts/DejaVuSans.ttf",
+    "/img/hero.jpg",
+    "/img/product-1.jpg",
+    "/img/product-2.jpg",
+    "/img/team.jpg",
+];
+const ABOUT: &[&str] = &[
+    "/css/site.css",
+    "/fonts/DejaVuSans.ttf",
+    "/img/office.jpg",
+    "/img/team.jpg",
+    "/img/workshop.jpg",
+];
+const GALLERY: &[&str] = &[
+    "/css/site.css",
+    "/fonts/DejaVuSans.ttf",
+    "/img/panorama.jpg",
+    "/img/workshop.jpg",
+    "/img/office.jpg",
+];
+
+fn bytes_of(paths: &[&str]) -> u64 {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(site().join(p.trim_start_matches('/')))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Paths in `of` that are not in `seen`.
+fn new_in<'a>(of: &[&'a str], seen: &[&[&str]]) -> Vec<&'a str> {
+    of.iter()
+        .filter(|p| !seen.iter().any(|s| s.contains(p)))
+        .copied()
+        .collect()
+}
+
+/// JS: `path` is the current page, it has loaded, every image decoded, the
+/// font is in, and each of `resources` has a finished Resource Timing entry
+/// (CSS backgrounds included).
+fn page_done_js(path: &str, resources: &[&str]) -> String {
+    let list = serde_json::to_string(resources).unwrap_or_default();
+    format!(
+        r#"(() => {{
+            if (location.pathname !== {path:?} || document.readyState !== 'complete') return false;
+            if (![...document.images].every(i => i.complete && i.naturalWidth > 0)) return false;
+            if (document.fonts.status !== 'loaded') return false;
+            const done = new Set(performance.getEntriesByType('resource').filter(e => e.responseEnd > 0).map(e => new URL(e.name).pathname));
+            return {list}.every(p => done.has(p));
+        }})()"#
+    )
+}
+
+async fn open(v: &Visitor, url: &str, path: &str, resources: &[&str]) -> Result<()> {
+    v.navigate(&format!("{url}{path}")).await?;
+    v.wait_for(&page_done_js(path, resources), Duration::from_secs(60))
+        .await
+}
+
+/// Wait until the page's service worker controls it and has taken in what
+/// the page loaded before (adoption), so the agent holds `n` resources.
+async fn wait_holding(v: &Visitor, n: usize) -> Result<()> {
+    v.wait_for(
+        "!!navigator.serviceWorker.controller",
+        Duration::from_secs(30),
+    )
+    .await?;
+    v.wait_seeding(n, Duration::from_secs(30)).await
+}
+
+/// One visitor's browse: first visit, a second page, back, reload.
+async fn browse_and_come_back(url: &str) -> Result<()> {
+    let v = Visitor::launch("one").await?;
+    open(&v, url, "/", INDEX).await?;
+    // What a person does on a page takes a moment; Whis takes control then.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    open(&v, url, "/about.html", ABOUT).await?;
+    v.eval::<bool>("history.back(); true").await?;
+    v.wait_for(&page_done_js("/", INDEX), Duration::from_secs(60))
+        .await?;
+    v.eval::<bool>("location.reload(); true").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v.wait_for(&page_done_js("/", INDEX), Duration::from_secs(60))
+        .await?;
+    v.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_visitor_never_costs_the_origin_more_than_without_whis() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    // The same visits against the same site without Whis (the line's script
+    // answers 404 there, as on a site without Whis)...
+    let plain = start_whis(&site(), |c| c.origin_only = true).await?;
+    browse_and_come_back(&plain.url()).await?;
+    let without = origin_bytes(&plain);
+    plain.stop().await;
+    // ...and with it.
+    let whis = start_whis(&site(), |_| {}).await?;
+    browse_and_come_back(&whis.url()).await?;
+    let with = origin_bytes(&whis);
+    whis.stop().await;
+    eprintln!("origin bytes: without Whis {without}, with Whis {with}");
+    let pages = bytes_of(INDEX) + bytes_of(&new_in(ABOUT, &[INDEX]));
+    assert!(
+        without >= pages,
+        "the plain run loaded every shareable byte once ({without} < {pages})"
+    );
+    assert!(
+        with as f64 <= without as f64 * 1.03,
+        "with Whis the origin sent {with} bytes, without {without}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_visitor_seeds_what_its_first_page_loaded() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let whis = start_whis(&site(), |_| {}).await?;
+    let url = whis.url();
+    // A's only page view is its first: uncontrolled, every byte from the
+    // origin into A's HTTP cache. Whis adopts it from there.
+    let a = Visitor::launch("a").await?;
+    open(&a, &url, "/", INDEX).await?;
+    wait_holding(&a, INDEX.len()).await?;
+
+    // B has the service worker (its first page was the gallery) and opens
+    // the home page: what A loaded comes from A.
+    let b = Visitor::launch("b").await?;
+    open(&b, &url, "/gallery.html", GALLERY).await?;
+    b.wait_for(
+        "!!navigator.serviceWorker.controller",
+        Duration::from_secs(30),
+    )
+    .await?;
+    b.wait_connected(Duration::from_secs(30)).await?;
+    let before = origin_bytes(&whis);
+    open(&b, &url, "/", INDEX).await?;
+    let spent = origin_bytes(&whis) - before;
+    let fresh = bytes_of(&new_in(INDEX, &[GALLERY]));
+    let stats = b.stats().await?;
+    eprintln!("b on /: origin {spent} of {fresh} new bytes; {stats:?}");
+    assert!(
+        spent * 10 < fresh,
+        "the origin sent {spent} of the {fresh} bytes A already held"
+    );
+    assert!(
+        stats.bytes_from_peers * 10 >= fresh * 9,
+        "b got {} of {fresh} bytes from a",
+        stats.bytes_from_peers
+    );
+    a.close().await;
+    b.close().await;
+    whis.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_pages_bytes_come_from_peers_before_they_are_asked_for() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let whis = start_whis(&site(), |_| {}).await?;
+    let url = whis.url();
+    // A browses home → about → gallery and stays: whis learns each page's
+    // resources and where visitors go next; A holds all of it.
+    let a = Visitor::launch("a").await?;
+    open(&a, &url, "/", INDEX).await?;
+    wait_holding(&a, INDEX.len()).await?;
+    open(&a, &url, "/about.html", ABOUT).await?;
+    open(&a, &url, "/gallery.html", GALLERY).await?;
+    let all = [INDEX, ABOUT, GALLERY].concat();
+    let distinct: std::collections::BTreeSet<&str> = all.iter().copied().collect();
+    a.wait_seeding(GALLERY.len(), Duration::from_secs(30))
+        .await?;
+
+    // B browses the same way. While each page is open, its agent fetches the
+    // next page's bytes from A; the next page then finds them in the store.
+    let b = Visitor::launch("b").await?;
+    open(&b, &url, "/", INDEX).await?;
+    b.wait_connected(Duration::from_secs(30)).await?;
+    b.wait_for(
+        "!!window.whis.timeline().prefetched",
+        Duration::from_secs(60),
+    )
+    .await?;
+    let mut spent = Vec::new();
+    for (path, resources, before) in [
+        ("/about.html", ABOUT, &[INDEX][..]),
+        ("/gallery.html", GALLERY, &[INDEX, ABOUT][..]),
+    ] {
+        let start = origin_bytes(&whis);
+        open(&b, &url, path, resources).await?;
+        let fresh = bytes_of(&new_in(resources, before));
+        spent.push((path, origin_bytes(&whis) - start, fresh));
+        if path == "/about.html" {
+            b.wait_connected(Duration::from_secs(30)).await?;
+            b.wait_for(
+                "!!window.whis.timeline().prefetched",
+                Duration::from_secs(60),
+            )
+            .await?;
+        }
+    }
+    eprintln!(
+        "b, origin bytes per later page (spent, new shareable): {spent:?}; site {} resources",
+        distinct.len()
+    );
+    for (path, sent, fresh) in spent {
+        assert!(
+            sent * 10 < fresh,
+            "{path}: the origin sent {sent} bytes of {fresh} new shareable bytes"
+        );
+    }
+    a.close().await;
+    b.close().await;
+    whis.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_whis_gone_halfway_every_page_still_loads() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let whis = start_whis(&site(), |_| {}).await?;
+    let addr = whis.addr;
+    let url = whis.url();
+    let v = Visitor::launch("v").await?;
+    open(&v, &url, "/", INDEX).await?;
+    wait_holding(&v, INDEX.len()).await?;
+    open(&v, &url, "/about.html", ABOUT).await?;
+    whis.stop().await;
+    // Only the site now: /whis/* answers 404, the event stream is gone.
+    let plain = start_whis(&site(), |c| {
+        c.listen = addr;
+        c.origin_only = true;
+    })
+    .await?;
+    open(&v, &url, "/gallery.html", GALLERY).await?;
+    open(&v, &url, "/products.html", &["/img/product-3.jpg"]).await?;
+    // Byte for byte what is on disk, through the service worker.
+    for p in ["/img/panorama.jpg", "/img/product-3.jpg", "/img/hero.jpg"] {
+        let got: Fetched = v.eval(&fetch_digest_js(p, "{}")).await?;
+        assert_eq!(got.status, 200, "{p}");
+        assert_eq!(
+            got.sha256,
+            sha256_file(&site().join(p.trim_start_matches('/')))?,
+            "{p}"
+        );
+    }
+    v.close().await;
+    plain.stop().await;
+    Ok(())
+}
