@@ -163,7 +163,10 @@
       const s = statsFor(clientId)
       const n = data.byteLength
       if (kind === 'peer') { s.bytesFromPeers += n; pending.peer += n } else if (kind === 'worker') { s.bytesFromWorker += n; pending.worker += n } else if (kind === 'origin') { s.bytesFromOrigin += n; pending.origin += n } else s.bytesFromCache += n
-      if (kind === 'peer' || kind === 'worker' || kind === 'origin') { s.verifiedPieces++; pending.verified++ }
+      // Every piece the page gets was verified, whatever its source; the
+      // server's counters are about transfers (peers, worker, origin) only.
+      s.verifiedPieces++
+      if (kind === 'peer' || kind === 'worker' || kind === 'origin') pending.verified++
       if (kind === 'store') return
       keep(m, index, data)
       flushReport()
