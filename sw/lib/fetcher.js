@@ -88,8 +88,8 @@
    * One resource's pieces on their way in. `piece(i)` resolves with verified
    * bytes (or rejects: the origin disagrees with the manifest, or the
    * acquisition was closed first). Sources in order: the store, the HTTP
-   * cache, peers (if a source is given) with a deadline per piece, the origin
-   * (unless `noOrigin`) for the rest, in contiguous runs.
+   * cache, peers (if a source is given) while they keep delivering, the
+   * origin (unless `noOrigin`) for the rest, in contiguous runs.
    *
    * `onVerified(i, data, kind, from)` says where each piece came from:
    * 'store' (our own store: nothing to do), 'http-cache' (the browser's
@@ -116,7 +116,8 @@
       this.originQueue = new Set() // due from the origin, not yet grouped into requests
       this.fetching = new Set() // in an origin request (waiting for a slot or in flight)
       this.runs = new Set() // origin requests in flight: {run, ctl}
-      this.timers = new Map()
+      this.watchdog = null
+      this.lastPeerPiece = -Infinity // when this acquisition last got a piece from a peer
       this.want = null
       this.closed = false
     }
@@ -141,20 +142,24 @@
         onPiece: (i, data, from, role) => this._fromPeer(i, data, from, role),
         onMiss: (i) => this._toOrigin(i)
       }, { patient: !!this.deps.patient })
-      const started = this.clock.now()
-      for (const i of missing) {
-        const [s, e] = M.pieceRange(this.m, i)
-        const deadline = this.deps.deadlineMs || this.sched.deadlineFor(e - s)
-        // Past its deadline a piece goes to the origin, unless peers are
-        // visibly delivering right now (then it is queued behind their
-        // pipeline, which every resource in flight shares, not lost).
-        const check = () => {
-          if (this.settled.has(i)) return
-          if (this.sched.mayStretch(deadline, this.clock.now() - started)) this.timers.set(i, this.clock.setTimeout(check, deadline / 2))
-          else this._toOrigin(i)
-        }
-        this.timers.set(i, this.clock.setTimeout(check, deadline))
+      // Peers get the pieces they hold for as long as they keep delivering
+      // (see Scheduler.peerWait); what they stop delivering goes to the origin.
+      const [s0, e0] = M.pieceRange(this.m, missing[0])
+      const bytes = missing.reduce((n, i) => { const [s, e] = M.pieceRange(this.m, i); return n + e - s }, 0)
+      this.wait = this.sched.peerWait(this.deps.deadlineMs || this.sched.deadlineFor(e0 - s0), bytes)
+      this._watch()
+    }
+
+    /** Hand what peers have not delivered to the origin once they stall or run out of time. */
+    _watch () {
+      if (this.closed) return
+      const now = this.clock.now()
+      const due = this.wait.due(now, this.lastPeerPiece)
+      if (due > now) {
+        this.watchdog = this.clock.setTimeout(() => this._watch(), due - now)
+        return
       }
+      for (const i of this.waiters.keys()) this._toOrigin(i)
     }
 
     /**
@@ -195,6 +200,7 @@
       const bytes = data instanceof Uint8Array ? data : new Uint8Array(data)
       if (await M.verifyPiece(this.m, i, bytes)) {
         this.sched.peerDelivered()
+        this.lastPeerPiece = this.clock.now()
         this._resolve(i, bytes, role === 'worker' ? 'worker' : 'peer', from)
       } else {
         if (this.deps.onRejected) this.deps.onRejected(i, from)
@@ -278,7 +284,6 @@
     _resolve (i, data, kind, from) {
       if (this.settled.has(i)) return
       this.settled.add(i)
-      this.clock.clearTimeout(this.timers.get(i))
       if (this.want) this.want.done(i)
       if (this.deps.onVerified) this.deps.onVerified(i, data, kind, from)
       this.waiters.get(i).resolve(data)
@@ -290,7 +295,6 @@
     _reject (i, err) {
       if (this.settled.has(i)) return
       this.settled.add(i)
-      this.clock.clearTimeout(this.timers.get(i))
       this.waiters.get(i).reject(err)
       this._maybeClose()
     }
@@ -301,7 +305,7 @@
     close () {
       if (this.closed) return
       this.closed = true
-      for (const t of this.timers.values()) this.clock.clearTimeout(t)
+      this.clock.clearTimeout(this.watchdog)
       for (const r of this.runs) r.ctl.abort()
       if (this.want) this.want.close()
       const gone = new W.WhisError(CODES.LEAVING, { message: 'acquisition closed' })

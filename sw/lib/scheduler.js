@@ -23,17 +23,17 @@
 
   /**
    * The policy a site's operator chose (`whis serve --prefer`), as the agent
-   * learns it from `join`:
-   * - `offload` (default): a piece that peers may hold goes to the origin only
-   *   after its deadline: about twice what the origin would take for it, at
-   *   least 1 s, at most 5 s, stretched (up to four deadlines) while peers are
-   *   visibly delivering.
-   * - `speed`: the origin is asked after a short head start for peers (250 ms)
-   *   and races them; a slow peer never holds a page back.
+   * learns it from `join`. Pieces no connected peer holds go to the origin at
+   * once under either; for pieces a peer holds:
+   * - `offload` (default): the origin is asked only when peers stall (no
+   *   piece from a peer for one gap: about twice what the origin would take
+   *   for a piece, 1 to 5 s) or run out of time (four gaps, or as long as
+   *   the resource takes at 1 MB/s, whichever is longer).
+   * - `speed`: peers get a 250 ms head start, then the origin races them.
    */
   const POLICIES = {
-    offload: { minMs: 1000, maxMs: 5000, stretch: 4 },
-    speed: { minMs: 250, maxMs: 250, stretch: 1 }
+    offload: { minMs: 1000, maxMs: 5000, gaps: 4, floorBytesPerMs: 1000 },
+    speed: { minMs: 250, maxMs: 250, gaps: 1, floorBytesPerMs: Infinity }
   }
 
   class Gate {
@@ -73,10 +73,21 @@
       return Math.min(this.policy.maxMs, Math.max(this.policy.minMs, 2 * originMs))
     }
 
-    /** Whether a piece past its first deadline may wait longer: peers are delivering right now. */
-    mayStretch (deadline, waited) {
-      const busy = this.clock.now() - this.lastPeerPieceAt < deadline / 2
-      return busy && waited < this.policy.stretch * deadline
+    /**
+     * How long peers may keep an acquisition of `bytes` waiting, given its
+     * gap (the longest silence allowed): `due(now, lastPeerPiece)` is when
+     * the origin takes over what is left, moved on by every piece a peer
+     * delivers, here or for any other resource of this context (peers serve
+     * one pipeline), and never past the policy's limit.
+     */
+    peerWait (gap, bytes) {
+      const start = this.clock.now()
+      const limit = start + Math.max(this.policy.gaps * gap, bytes / this.policy.floorBytesPerMs)
+      return {
+        gap,
+        limit,
+        due: (now, lastPeerPiece) => Math.min(limit, Math.max(start, lastPeerPiece, this.lastPeerPieceAt) + gap)
+      }
     }
 
     /** An origin answer of `bytes` took `ms`. */

@@ -48,22 +48,26 @@ test('foreign and malformed messages are ignored, not half-understood', () => {
   assert.throws(() => msg.make('nope'))
 })
 
-test('offload waits for peers up to a bounded deadline; speed gives them a short head start', () => {
+test('offload waits for peers while they deliver, within a bounded time; speed gives them a short head start', () => {
   let now = 0
   const clock = { now: () => now, setTimeout, clearTimeout }
   const s = new W.scheduler.Scheduler({ clock })
   assert.equal(s.prefer, 'offload')
-  assert.equal(s.deadlineFor(16384), 1000, 'at least 1 s')
+  assert.equal(s.deadlineFor(16384), 1000, 'a gap is at least 1 s')
   for (let i = 0; i < 30; i++) s.learn(1e6, 1e5) // a crawling origin: 10 B/ms
-  assert.equal(s.deadlineFor(262144), 5000, 'at most 5 s')
-  assert.equal(s.mayStretch(1000, 10), false, 'no peer delivered yet')
+  assert.equal(s.deadlineFor(262144), 5000, 'and at most 5 s')
+  // 2 MB with a 1 s gap: peers may take up to 4 s, or 2 s at 1 MB/s: 4 s.
+  const w = s.peerWait(1000, 2e6)
+  assert.equal(w.due(0, -Infinity), 1000, 'silent peers: the origin after one gap')
+  now = 900
   s.peerDelivered()
-  now = 100
-  assert.equal(s.mayStretch(1000, 100), true, 'peers are delivering')
-  assert.equal(s.mayStretch(1000, 4000), false, 'never past four deadlines')
+  assert.equal(w.due(900, -Infinity), 1900, 'a piece from a peer (any resource) moves it on')
+  assert.equal(w.due(3500, 3500), 4000, 'never past the limit')
+  // 20 MB: the 1 MB/s floor gives peers 20 s.
+  assert.equal(s.peerWait(1000, 20e6).limit, 20900)
   s.setPolicy({ prefer: 'speed' })
   assert.equal(s.deadlineFor(262144), 250)
-  assert.equal(s.mayStretch(250, 250), false, 'no stretch past the first deadline')
+  assert.equal(s.peerWait(250, 20e6).due(now, now), now + 250, 'the origin races after 250 ms, however big')
   s.setPolicy({ prefer: 'nonsense' })
   assert.equal(s.prefer, 'offload', 'an unknown policy is the default')
 })

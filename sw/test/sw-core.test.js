@@ -402,3 +402,39 @@ test('the manifest request names the page that asked, so the server learns what 
   await (await sw.handleRequest(get('/a.jpg'), 'c1')).arrayBuffer()
   assert.ok(log.requests.includes('/whis/manifest?path=%2Fa.jpg&page=%2Fgallery.html'), log.requests.join(' '))
 })
+
+/** A source whose peers hold everything and hand pieces over one at a time, every `everyMs`, then go quiet after `count`. */
+function tricklingPeers (data, { everyMs, count = Infinity }) {
+  return {
+    want (m, indices, h) {
+      let k = 0
+      const timer = setInterval(() => {
+        if (k >= indices.length || k >= count) return clearInterval(timer)
+        const i = indices[k++]
+        const b = Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE))
+        h.onPiece(i, b.buffer.slice(b.byteOffset, b.byteOffset + b.length), 'pSlow', 'visitor')
+      }, everyMs)
+      return { done () {}, bad () {}, close () { clearInterval(timer) } }
+    }
+  }
+}
+
+test('offload: peers that keep delivering are waited for; peers that stall lose the rest to the origin', async () => {
+  const data = crypto.randomBytes(8 * PIECE)
+  const m = manifestOf('/a.jpg', data)
+  const all = [0, 1, 2, 3, 4, 5, 6, 7]
+  // Each piece comes 20 ms after the last: the whole takes 8× longer than one gap allows for a piece.
+  const steady = fakeOrigin({ '/a.jpg': { data } })
+  const acq = new W.fetcher.Acquisition(m, all, { scheduler, fetch: steady.fetchFn, url: `${ORIGIN}/a.jpg`, source: tricklingPeers(data, { everyMs: 20 }), deadlineMs: 400 })
+  await acq.start()
+  const got = await Promise.all(all.map((i) => acq.piece(i)))
+  assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
+  assert.equal(steady.log.bytes, 0, 'every piece from the peers, none from the origin')
+  // Two pieces, then silence: after one gap the origin gets the other six.
+  const stalling = fakeOrigin({ '/a.jpg': { data } })
+  const acq2 = new W.fetcher.Acquisition(m, all, { scheduler: new W.scheduler.Scheduler(), fetch: stalling.fetchFn, url: `${ORIGIN}/a.jpg`, source: tricklingPeers(data, { everyMs: 20, count: 2 }), deadlineMs: 400 })
+  await acq2.start()
+  const got2 = await Promise.all(all.map((i) => acq2.piece(i)))
+  assert.deepEqual(Buffer.concat(got2.map((g) => Buffer.from(g))), data)
+  assert.equal(stalling.log.bytes, 6 * PIECE, 'the origin sent what the peers stopped sending')
+})
