@@ -306,6 +306,18 @@ pub struct Stats {
     pub rejected_pieces: u64,
 }
 
+/// Bytes of the files behind site `paths` (like `/img/a.jpg`) under `root`.
+pub fn bytes_on_disk(root: &Path, paths: &[impl AsRef<str>]) -> u64 {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(root.join(p.as_ref().trim_start_matches('/')))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// Lowercase hex SHA-256 of a file on disk.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path)?;

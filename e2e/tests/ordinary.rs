@@ -38,14 +38,7 @@ const GALLERY: &[&str] = &[
 ];
 
 fn bytes_of(paths: &[&str]) -> u64 {
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::metadata(site().join(p.trim_start_matches('/')))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
+    bytes_on_disk(&site(), paths)
 }
 
 /// Paths in `of` that are not in `seen`.

@@ -17,14 +17,7 @@ const ASSETS: [&str; 3] = [
 const RUNS: usize = 10;
 
 fn asset_bytes() -> u64 {
-    ASSETS
-        .iter()
-        .map(|p| {
-            std::fs::metadata(demo_site().join(p.trim_start_matches('/')))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
+    bytes_on_disk(&demo_site(), &ASSETS)
 }
 
 /// Open the demo's home page (no heavy assets) until the service worker
@@ -52,6 +45,23 @@ async fn fetch_assets(v: &Visitor) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A visitor that fetches the assets and holds them all, ready to seed.
+async fn seeder(v: &Visitor, url: &str) -> Result<()> {
+    arrive(v, url).await?;
+    fetch_assets(v).await?;
+    v.wait_seeding(ASSETS.len(), Duration::from_secs(30)).await
+}
+
+/// Every run passed, or the failures with their timelines.
+fn all_passed(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} of {RUNS} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// B arrives, waits 1.5 s after joining (as a visitor reads), and fetches
@@ -92,10 +102,7 @@ async fn a_fresh_visitor_that_stays_shares_every_time() -> Result<()> {
     let mut failures = Vec::new();
     for run in 1..=RUNS {
         let a = Visitor::launch("a").await?;
-        arrive(&a, &whis.url()).await?;
-        fetch_assets(&a).await?;
-        a.wait_seeding(ASSETS.len(), Duration::from_secs(30))
-            .await?;
+        seeder(&a, &whis.url()).await?;
         let b = Visitor::launch("b").await?;
         let (peers, origin) = b_fetches(&whis, &b).await?;
         if let Err(e) = check(run, peers, origin, &explain(&b).await) {
@@ -105,12 +112,7 @@ async fn a_fresh_visitor_that_stays_shares_every_time() -> Result<()> {
         a.close().await;
     }
     whis.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {RUNS} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    all_passed(failures);
     Ok(())
 }
 
@@ -122,10 +124,7 @@ async fn a_returning_visitor_seeds_from_its_store_every_time() -> Result<()> {
     // A's first visit fills its store; then A closes its browser.
     let profile = TempDir::new("a-returns");
     let a = Visitor::launch_in("a", profile.path()).await?;
-    arrive(&a, &whis.url()).await?;
-    fetch_assets(&a).await?;
-    a.wait_seeding(ASSETS.len(), Duration::from_secs(30))
-        .await?;
+    seeder(&a, &whis.url()).await?;
     a.close().await;
     let mut failures = Vec::new();
     for run in 1..=RUNS {
@@ -150,12 +149,7 @@ async fn a_returning_visitor_seeds_from_its_store_every_time() -> Result<()> {
         a.close().await;
     }
     whis.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {RUNS} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    all_passed(failures);
     Ok(())
 }
 
@@ -168,10 +162,7 @@ async fn a_service_worker_the_browser_stopped_finds_its_agent_again() -> Result<
     init_logs();
     let whis = start_whis(&demo_site(), |_| {}).await?;
     let a = Visitor::launch("a").await?;
-    arrive(&a, &whis.url()).await?;
-    fetch_assets(&a).await?;
-    a.wait_seeding(ASSETS.len(), Duration::from_secs(30))
-        .await?;
+    seeder(&a, &whis.url()).await?;
     let mut failures = Vec::new();
     for run in 1..=RUNS {
         let b = Visitor::launch("b").await?;
@@ -197,11 +188,6 @@ async fn a_service_worker_the_browser_stopped_finds_its_agent_again() -> Result<
     }
     a.close().await;
     whis.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {RUNS} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    all_passed(failures);
     Ok(())
 }

@@ -20,14 +20,7 @@ async fn gallery_images(v: &Visitor) -> Result<Vec<String>> {
 
 /// Bytes of the files behind `paths` on disk.
 fn disk_bytes(paths: &[String]) -> u64 {
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::metadata(demo_site().join(p.trim_start_matches('/')))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
+    bytes_on_disk(&demo_site(), paths)
 }
 
 /// Load the gallery and wait until every image is on screen and the agent joined.
