@@ -85,6 +85,15 @@ async fn explain(b: &Visitor) -> String {
 
 fn check(run: usize, peers: u64, origin: u64, why: &str) -> std::result::Result<(), String> {
     let total = asset_bytes();
+    // Each run's links, for the record: how many tries each took.
+    let links: Vec<String> = serde_json::from_str::<serde_json::Value>(why)
+        .ok()
+        .and_then(|t| t["connections"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| format!("{} try {}", c["state"], c["attempt"]))
+        .collect();
+    eprintln!("run {run}: {peers} of {total} bytes from peers, origin {origin}; links: {links:?}");
     if peers * 10 >= total * 9 && origin * 10 <= total {
         Ok(())
     } else {
