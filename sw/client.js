@@ -83,10 +83,11 @@
     },
     /**
      * Milestones (ms since navigation): controlled, joined, firstPeerOpen,
-     * sourcesResolved, resolvedBy, adopted, prefetched; and `connections`,
-     * every WebRTC link's negotiation steps.
+     * sourcesResolved, resolvedBy, adopted, prefetched; `stream`, the event
+     * stream and signal counts; and `connections`, every WebRTC link's
+     * negotiation steps.
      */
-    timeline: () => ({ ...timeline, connections: agent ? agent.connections() : [] }),
+    timeline: () => ({ ...timeline, stream: agent ? { ...agent.stream } : null, connections: agent ? agent.connections() : [] }),
     get agent () { return agent }
   }
 
@@ -161,6 +162,9 @@
     await lib
     const store = await W.store.openStore()
     agent = new W.Agent({ store, scope: '/' })
+    // The agent of the page this tab showed before may still be listed by
+    // the tracker for a moment: it is us, not a peer.
+    try { agent.core.formerSelf(sessionStorage.getItem('whis-peer')) } catch (_) {}
     // A data-saving visitor fetches through Whis but uploads nothing.
     const conn = navigator.connection
     if (conn && conn.saveData) agent.setServing(false)
@@ -173,9 +177,16 @@
     bridge()
     // A new service worker (update, or a first install taking control) needs it too.
     sw.addEventListener('controllerchange', () => bridge())
-    addEventListener('pagehide', (e) => { if (!e.persisted) agent.leave() })
+    addEventListener('pagehide', (e) => {
+      if (e.persisted) return
+      try { if (agent.id) sessionStorage.setItem('whis-peer', agent.id) } catch (_) {}
+      agent.leave()
+    })
     await agent.start()
     mark('joined')
+    // What this page's own requests stored before the agent was bridged.
+    if (document.readyState === 'complete') agent.syncHoldings()
+    else addEventListener('load', () => agent.syncHoldings(), { once: true })
     resolveReady(agent.status())
     return agent
   }

@@ -256,6 +256,19 @@ impl Visitor {
         .await
     }
 
+    /// What the page knows of its visit, as JSON text: the timeline (links
+    /// step by step, the event stream) and the service worker's last
+    /// requests (where their bytes came from, why any came from the origin).
+    /// For failure messages.
+    pub async fn report(&self) -> String {
+        self.eval::<serde_json::Value>(
+            "window.whis.stats().then(s => ({ ...window.whis.timeline(), recent: s.recent }))",
+        )
+        .await
+        .map(|t| t.to_string())
+        .unwrap_or_else(|e| format!("no report from {}: {e}", self.name))
+    }
+
     /// `window.whis.stats()` of the current page.
     pub async fn stats(&self) -> Result<Stats> {
         self.eval("window.whis.stats()").await

@@ -158,7 +158,9 @@ async fn a_first_visitor_seeds_what_its_first_page_loaded() -> Result<()> {
     eprintln!("b on /: origin {spent} of {fresh} new bytes; {stats:?}");
     assert!(
         spent * 10 < fresh,
-        "the origin sent {spent} of the {fresh} bytes A already held"
+        "the origin sent {spent} of the {fresh} bytes A already held; b: {}; a: {}",
+        b.report().await,
+        a.report().await
     );
     assert!(
         stats.bytes_from_peers * 10 >= fresh * 9,
@@ -265,5 +267,51 @@ async fn with_whis_gone_halfway_every_page_still_loads() -> Result<()> {
     }
     v.close().await;
     plain.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_whis_store_gone_the_http_cache_still_spares_the_origin() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let whis = start_whis(&site(), |_| {}).await?;
+    let url = whis.url();
+    let v = Visitor::launch("v").await?;
+    open(&v, &url, "/", INDEX).await?;
+    wait_holding(&v, INDEX.len()).await?;
+    // The about page's new pictures come through Whis (controlled, alone:
+    // from the origin, by ranges, through the HTTP cache).
+    open(&v, &url, "/about.html", ABOUT).await?;
+    v.wait_seeding(INDEX.len() + 2, Duration::from_secs(30))
+        .await?;
+    // The browser evicts Whis's store (storage pressure): every piece is gone.
+    let cleared: bool = v
+        .eval(
+            r#"(async () => {
+                const db = await new Promise((res, rej) => { const r = indexedDB.open('whis'); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error) });
+                const tx = db.transaction(['pieces', 'resources'], 'readwrite');
+                tx.objectStore('pieces').clear();
+                tx.objectStore('resources').clear();
+                await new Promise((res) => { tx.oncomplete = res });
+                return true })()"#,
+        )
+        .await?;
+    assert!(cleared);
+    // Another visit to both pages: the browser's HTTP cache still holds every
+    // byte, and Whis must use it as the browser would without Whis.
+    let before = origin_bytes(&whis);
+    open(&v, &url, "/gallery.html", GALLERY).await?; // away, then back to both
+    let gallery = origin_bytes(&whis) - before;
+    let before = origin_bytes(&whis);
+    open(&v, &url, "/about.html", ABOUT).await?;
+    open(&v, &url, "/", INDEX).await?;
+    let again = origin_bytes(&whis) - before;
+    eprintln!("origin bytes: gallery (new: panorama) {gallery}, about + home again {again}");
+    assert!(
+        again < 16 * 1024,
+        "pages whose bytes are in the HTTP cache cost the origin {again} bytes"
+    );
+    v.close().await;
+    whis.stop().await;
     Ok(())
 }

@@ -75,12 +75,11 @@ async fn b_fetches(whis: &whis::Running, b: &Visitor) -> Result<(u64, u64)> {
     Ok((stats.bytes_from_peers, origin_bytes(whis) - before))
 }
 
-/// What the run says when B did not get its bytes from A: B's connections, step by step.
-async fn explain(b: &Visitor) -> String {
-    b.eval::<serde_json::Value>("window.whis.timeline()")
-        .await
-        .map(|t| t.to_string())
-        .unwrap_or_else(|e| format!("no timeline: {e}"))
+/// What the run says when B did not get its bytes from A: B's connections
+/// step by step, its event stream, and why its service worker went to the
+/// origin, request by request.
+async fn explain(b: &Visitor, a: &Visitor) -> String {
+    format!(r#"{{"b":{},"a":{}}}"#, b.report().await, a.report().await)
 }
 
 fn check(run: usize, peers: u64, origin: u64, why: &str) -> std::result::Result<(), String> {
@@ -88,7 +87,7 @@ fn check(run: usize, peers: u64, origin: u64, why: &str) -> std::result::Result<
     // Each run's links, for the record: how many tries each took.
     let links: Vec<String> = serde_json::from_str::<serde_json::Value>(why)
         .ok()
-        .and_then(|t| t["connections"].as_array().cloned())
+        .and_then(|t| t["b"]["connections"].as_array().cloned())
         .unwrap_or_default()
         .iter()
         .map(|c| format!("{} try {}", c["state"], c["attempt"]))
@@ -98,7 +97,7 @@ fn check(run: usize, peers: u64, origin: u64, why: &str) -> std::result::Result<
         Ok(())
     } else {
         Err(format!(
-            "run {run}: B got {peers} of {total} bytes from A; the origin sent {origin}. B's timeline: {why}"
+            "run {run}: B got {peers} of {total} bytes from A; the origin sent {origin}. Timelines: {why}"
         ))
     }
 }
@@ -114,7 +113,7 @@ async fn a_fresh_visitor_that_stays_shares_every_time() -> Result<()> {
         seeder(&a, &whis.url()).await?;
         let b = Visitor::launch("b").await?;
         let (peers, origin) = b_fetches(&whis, &b).await?;
-        if let Err(e) = check(run, peers, origin, &explain(&b).await) {
+        if let Err(e) = check(run, peers, origin, &explain(&b, &a).await) {
             failures.push(e);
         }
         b.close().await;
@@ -146,7 +145,7 @@ async fn a_returning_visitor_seeds_from_its_store_every_time() -> Result<()> {
             .await?;
         let b = Visitor::launch("b").await?;
         let (peers, origin) = b_fetches(&whis, &b).await?;
-        if let Err(e) = check(run, peers, origin, &explain(&b).await) {
+        if let Err(e) = check(run, peers, origin, &explain(&b, &a).await) {
             failures.push(e);
         }
         let a_spent = origin_bytes(&whis) - before - origin;
@@ -185,7 +184,7 @@ async fn a_service_worker_the_browser_stopped_finds_its_agent_again() -> Result<
         fetch_assets(&b).await?;
         let stats = b.stats().await?;
         let origin = origin_bytes(&whis) - before;
-        if let Err(e) = check(run, stats.bytes_from_peers, origin, &explain(&b).await) {
+        if let Err(e) = check(run, stats.bytes_from_peers, origin, &explain(&b, &a).await) {
             failures.push(e);
         }
         let rebridged: u64 = b.eval("window.whis.timeline().rebridged || 0").await?;

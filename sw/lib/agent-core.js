@@ -56,6 +56,7 @@
       this.sessions = new Map() // sid → Session
       this.holdings = new Map() // resource id → {count, have: Set, path}
       this.banned = new Set()
+      this.former = new Set() // our own earlier ids (see formerSelf)
       this.retries = new Map() // remote → {at, attempt}
       this.unreachable = new Set() // peers we gave up on: the tracker hears of them
       this.history = []
@@ -111,9 +112,16 @@
 
     // ---- links -----------------------------------------------------------
 
+    /**
+     * Ids that are this visitor under another name: the agent of the page
+     * this tab showed before (its goodbye may reach the server after we
+     * join, and the tracker could suggest it). Never linked to.
+     */
+    formerSelf (id) { if (id) this.former.add(id) }
+
     /** Offer a link to `remote` unless over budget, banned or already linked. */
     connect (now, remote, attempt = 0) {
-      if (!remote || remote === this.me || this.links.has(remote) || this.banned.has(remote)) return false
+      if (!remote || remote === this.me || this.former.has(remote) || this.links.has(remote) || this.banned.has(remote)) return false
       if (this.links.size >= this.cfg.maxConnections) return false
       this.retries.delete(remote)
       this._link(now, remote, true, attempt)
@@ -122,7 +130,7 @@
 
     /** A signal came from a peer we have no link to: accept it (true) or ignore it. */
     offered (now, remote) {
-      if (!remote || remote === this.me || this.banned.has(remote)) return false
+      if (!remote || remote === this.me || this.former.has(remote) || this.banned.has(remote)) return false
       if (this.links.has(remote)) return true
       if (this.links.size >= this.cfg.maxConnections + this.cfg.extraAccepted) return false
       this.retries.delete(remote)

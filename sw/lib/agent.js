@@ -35,6 +35,7 @@
       this.RTC = opts.RTCPeerConnection
       this.core = new W.AgentCore({ role: this.role })
       this.links = new Map() // remote → PeerLink
+      this.outbox = new Map() // remote → the last signal on its way (signals go in order)
       this.sinks = new Map() // session id → {onPiece, onMiss}
       this.hot = new W.store.HotCache(opts.hotBudget || HOT_BUDGET)
       this.pending = { peer: 0, worker: 0, origin: 0, verified: 0, rejected: 0, have: new Set(), paths: new Map() }
@@ -46,6 +47,9 @@
       this.token = null
       this.wake = null
       this.closed = false
+      // The event stream and signals, for the timeline: when it opened, how
+      // often it failed, what went through it.
+      this.stream = { opened: null, errors: 0, signalsIn: 0, signalsOut: 0, signalErrors: 0 }
     }
 
     /** Resource id → {count, have: Set, path}: what we hold and announce. */
@@ -54,10 +58,15 @@
 
     /** Join, open the event stream, connect to the suggested peers. */
     async start () {
-      for (const r of await this.store.list()) this.core.hold(r.id, r.count, r.have, r.path)
+      // Before the first await: a want that comes while we read the store
+      // and join must wait for the peers the join answer names.
+      this.core.joining()
+      try {
+        for (const r of await this.store.list()) this.core.hold(r.id, r.count, r.have, r.path)
+      } catch (_) { /* a broken store holds nothing */ }
+      this.synced = Date.now()
       const body = { scope: this.scope, have: [...this.core.holdings.keys()].slice(0, 4096) }
       if (this.role === 'worker') Object.assign(body, { role: 'worker', worker_secret: this.secret, swarm: this.swarm })
-      this.core.joining()
       let j
       try {
         const res = await this.fetch(`${this.base}/whis/join`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
@@ -91,7 +100,8 @@
         fn(d || {})
       })
       on('hello', (d) => { this.core.workerId = d.worker || null })
-      on('signal', (d) => this._onSignal(d.from, d.data))
+      es.addEventListener('open', () => { if (this.stream.opened === null) this.stream.opened = Math.round(this.clock.now()) })
+      on('signal', (d) => { this.stream.signalsIn++; this._onSignal(d.from, d.data) })
       on('peer-left', (d) => this._run((c, now) => c.left(now, d.peer_id)))
       on('worker-down', (d) => {
         this._run((c, now) => c.left(now, d.peer_id, CODES.WORKER_DOWN))
@@ -106,7 +116,7 @@
       on('hot', (d) => this._emit('hot', d))
       // EventSource reconnects by itself and resumes with Last-Event-ID; a
       // stream the server refuses (our token expired) is rejoined by announce.
-      es.onerror = () => this._emit('events-error', {})
+      es.onerror = () => { this.stream.errors++; this._emit('events-error', {}) }
     }
 
     _emit (type, data) { for (const l of this.listeners) { try { l(type, data) } catch (_) {} } }
@@ -194,12 +204,22 @@
       this.links.get(from).signal(data)
     }
 
+    /**
+     * Send an offer, answer or candidate to `to`, in order: each POST waits
+     * for the one before it, or the browser's connections could deliver a
+     * candidate ahead of its offer.
+     */
     signal (to, data) {
-      return this.fetch(`${this.base}/whis/signal`, {
+      this.stream.signalsOut++
+      const prev = this.outbox.get(to) || Promise.resolve()
+      const next = prev.then(() => this.fetch(`${this.base}/whis/signal`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
         body: JSON.stringify({ to, data })
-      }).catch(() => {})
+      })).then((res) => { if (!res.ok) this.stream.signalErrors++ }, () => { this.stream.signalErrors++ })
+      this.outbox.set(to, next)
+      next.then(() => { if (this.outbox.get(to) === next) this.outbox.delete(to) })
+      return next
     }
 
     // ---- pieces ------------------------------------------------------------
@@ -256,9 +276,24 @@
 
     // ---- the server ----------------------------------------------------------
 
+    /**
+     * Take in what reached the store without us: pieces the service worker
+     * stored while no agent was attached (between two pages, or before this
+     * one bridged) are shared from now on.
+     */
+    async syncHoldings () {
+      let list
+      try { list = await this.store.list() } catch (_) { return }
+      for (const r of list) {
+        for (const i of r.have) this.stored(r.id, i, r.path, r.count)
+      }
+    }
+
     /** Tell the server what we hold and want, and the byte counts since last time. */
     async announce () {
       if (!this.token || this.closed) return
+      // Every few beats, what the store holds that we do not know of yet.
+      if (Date.now() - this.synced > 10000) { this.synced = Date.now(); await this.syncHoldings() }
       const p = this.pending
       const body = {
         have: [...p.have],

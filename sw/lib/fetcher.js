@@ -26,9 +26,12 @@
    * answers `only-if-cached` requests only without a Range). Resolves to the
    * number of pieces handed on.
    */
-  async function streamRange (fetchFn, url, start, end, { validator, lengths, onPiece, stop = () => false, ctl, stallMs = STALL_MS, init = {}, whole = false, clock = W.scheduler.clock }) {
+  async function streamRange (fetchFn, url, start, end, { lengths, onPiece, stop = () => false, ctl, stallMs = STALL_MS, init = {}, whole = false, clock = W.scheduler.clock }) {
+    // No If-Range: Chromium's HTTP cache passes any request with a
+    // validator of the caller's straight to the network, and would then
+    // never answer a range from what it holds. Versions cannot mix anyway:
+    // every piece is checked against the manifest's hash.
     const headers = whole ? {} : { range: `bytes=${start}-${end}` }
-    if (validator && !whole) headers['if-range'] = validator
     let stalled = false
     let stall = null
     const watch = () => {
@@ -118,6 +121,8 @@
       this.runs = new Set() // origin requests in flight: {run, ctl}
       this.watchdog = null
       this.lastPeerPiece = -Infinity // when this acquisition last got a piece from a peer
+      this.originWhy = {} // why pieces were sent to the origin: reason → pieces
+      this.from = {} // where verified bytes came from: kind → bytes
       this.want = null
       this.closed = false
     }
@@ -137,10 +142,10 @@
       // a moment for a page agent that is on its way).
       const source = typeof this.deps.source === 'function' ? await this.deps.source() : this.deps.source
       if (this.closed) return
-      if (!source) return missing.forEach((i) => this._toOrigin(i))
+      if (!source) return missing.forEach((i) => this._toOrigin(i, 'no-agent'))
       this.want = source.want(this.m, missing, {
         onPiece: (i, data, from, role) => this._fromPeer(i, data, from, role),
-        onMiss: (i) => this._toOrigin(i)
+        onMiss: (i) => this._toOrigin(i, 'no-holder')
       }, { patient: !!this.deps.patient })
       // Peers get the pieces they hold for as long as they keep delivering
       // (see Scheduler.peerWait); what they stop delivering goes to the origin.
@@ -159,7 +164,8 @@
         this.watchdog = this.clock.setTimeout(() => this._watch(), due - now)
         return
       }
-      for (const i of this.waiters.keys()) this._toOrigin(i)
+      const why = due >= this.wait.limit ? 'peers-too-slow' : 'peers-stalled'
+      for (const i of this.waiters.keys()) this._toOrigin(i, why)
     }
 
     /**
@@ -205,7 +211,7 @@
       } else {
         if (this.deps.onRejected) this.deps.onRejected(i, from)
         if (this.want) this.want.bad(i, from)
-        this._toOrigin(i)
+        this._toOrigin(i, 'bad-piece')
       }
     }
 
@@ -215,8 +221,9 @@
      * first wins, and an origin request whose pieces all came from peers is
      * aborted. With `noOrigin` (prefetch) peers were its only chance.
      */
-    _toOrigin (i) {
-      if (this.settled.has(i) || this.originQueue.has(i) || this.closed) return
+    _toOrigin (i, why) {
+      if (this.settled.has(i) || this.originQueue.has(i) || this.fetching.has(i) || this.closed) return
+      this.originWhy[why] = (this.originWhy[why] || 0) + 1
       if (this.deps.noOrigin) return this._reject(i, new W.WhisError(CODES.TIMEOUT, { message: `no peer gave piece ${i}` }))
       this.originQueue.add(i)
       // Gather pieces queued in the same tick into contiguous runs.
@@ -226,6 +233,14 @@
     _flushOrigin () {
       const queued = [...this.originQueue].filter((i) => !this.settled.has(i) && !this.fetching.has(i)).sort((a, b) => a - b)
       this.originQueue.clear()
+      // The whole resource is due from the origin (nobody else has any of
+      // it): one plain request, as the browser would make without Whis, so
+      // the HTTP cache keeps a whole entry (a range-built one is not always
+      // served whole again, or at all, by Chromium).
+      if (queued.length === this.m.pieces.length && queued.length > 1) {
+        queued.forEach((i) => this.fetching.add(i))
+        return this._fetchRun(queued, true)
+      }
       const runs = []
       for (const i of queued) {
         this.fetching.add(i)
@@ -236,14 +251,16 @@
       for (const run of runs) this._fetchRun(run)
     }
 
-    async _fetchRun (run) {
+    async _fetchRun (run, whole = false) {
       await this.sched.acquire()
       const ctl = new AbortController()
       const entry = { run, ctl }
       try {
         // Peers may have delivered the ends of the run while it waited.
-        while (run.length && this.settled.has(run[0])) run.shift()
-        while (run.length && this.settled.has(run[run.length - 1])) run.pop()
+        if (!whole) {
+          while (run.length && this.settled.has(run[0])) run.shift()
+          while (run.length && this.settled.has(run[run.length - 1])) run.pop()
+        }
         if (run.length === 0 || this.closed) return
         this.runs.add(entry)
         const [start] = M.pieceRange(this.m, run[0])
@@ -251,9 +268,9 @@
         const lengths = run.map((i) => { const [s, e] = M.pieceRange(this.m, i); return e - s })
         const t0 = this.clock.now()
         const n = await streamRange(this.deps.fetch, this.deps.url, start, end - 1, {
-          validator: this.m.etag,
           lengths,
           ctl,
+          whole,
           clock: this.clock,
           stallMs: this.deps.stallMs,
           // The browser's HTTP cache stays in the loop: a stale entry is
@@ -284,6 +301,7 @@
     _resolve (i, data, kind, from) {
       if (this.settled.has(i)) return
       this.settled.add(i)
+      this.from[kind] = (this.from[kind] || 0) + data.byteLength
       if (this.want) this.want.done(i)
       if (this.deps.onVerified) this.deps.onVerified(i, data, kind, from)
       this.waiters.get(i).resolve(data)

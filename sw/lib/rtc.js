@@ -40,6 +40,7 @@
       this.bytesServed = 0
       this.localCandidates = 0
       this.remoteCandidates = 0
+      this.early = [] // candidates that came before the description they belong to
       const PC = o.RTCPeerConnection || globalThis.RTCPeerConnection
       const pc = new PC(o.config)
       this.pc = pc
@@ -86,6 +87,7 @@
           if (this.ignoreOffer) return this.on.note('offer-ignored', 'crossed offers; we are impolite')
           this.on.note(d.type === 'offer' ? 'offer-received' : 'answer-received')
           await pc.setRemoteDescription(d)
+          for (const c of this.early.splice(0)) await pc.addIceCandidate(c).catch(() => {})
           if (d.type === 'offer') {
             await pc.setLocalDescription()
             this.on.note('answer-sent')
@@ -93,7 +95,9 @@
           }
         } else if (data.candidate) {
           if (this.remoteCandidates++ === 0) this.on.note('first-remote-candidate', candidateType(data.candidate))
-          try { await pc.addIceCandidate(data.candidate) } catch (err) { if (!this.ignoreOffer) throw err }
+          // Before its description a candidate cannot be added: keep it.
+          if (!pc.remoteDescription) this.early.push(data.candidate)
+          else { try { await pc.addIceCandidate(data.candidate) } catch (err) { if (!this.ignoreOffer) throw err } }
         }
       } catch (err) {
         this.on.note('negotiation-error', String(err && err.name))

@@ -38,6 +38,9 @@
     const clock = sched.clock
     const manifests = new Map() // path → {m, at} | {negative: true, at}
     const stats = new Map() // clientId → counters
+    /** The last requests Whis answered: where their bytes came from, and why any came from the origin. */
+    const recent = []
+    const RECENT = 30
     let store = null
     let agent = null // {port, clientId, peers, settling}
     const agentWaiters = [] // resolve functions of requests waiting for an agent
@@ -214,6 +217,15 @@
       const end = range ? range.end : m.size - 1
       const indices = M.piecesFor(m, start, end)
       const st = await getStore()
+      const record = { path, pieces: indices.length, agentWaitMs: 0 }
+      const done = () => {
+        if (record.done) return
+        record.done = true
+        record.from = acq.from
+        record.originWhy = acq.originWhy
+        recent.push(record)
+        if (recent.length > RECENT) recent.shift()
+      }
       const acq = new W.fetcher.Acquisition(m, indices, {
         fetch: deps.fetch,
         url: request.url,
@@ -222,7 +234,12 @@
         httpCache: true,
         cacheMode: request.cache === 'no-store' ? 'no-store' : 'default',
         // Asked for lazily: pieces in the store or the HTTP cache need no agent.
-        source: async () => { const a = await currentAgent(); return a ? sourceFor(a) : null },
+        source: async () => {
+          const t0 = clock.now()
+          const a = await currentAgent()
+          record.agentWaitMs = Math.round(clock.now() - t0)
+          return a ? sourceFor(a) : null
+        },
         onVerified: (i, data, kind) => report(m, i, data, kind, clientId),
         onRejected: () => { statsFor(clientId).rejectedPieces++; pending.rejected++ }
       })
@@ -235,6 +252,7 @@
         // the manifest and let this request go to the network untouched.
         manifests.delete(path)
         acq.close()
+        done()
         return null
       }
       let k = 0
@@ -248,14 +266,15 @@
             const to = Math.min(end + 1, ps + data.byteLength) - ps
             controller.enqueue(data.subarray(from, to))
             k++
-            if (k === indices.length) { controller.close(); acq.close() }
+            if (k === indices.length) { controller.close(); acq.close(); done() }
           } catch (err) {
             manifests.delete(path)
             acq.close()
+            done()
             controller.error(err)
           }
         },
-        cancel () { acq.close() }
+        cancel () { acq.close(); done() }
       })
       headers.set('content-length', String(end - start + 1))
       if (range) {
@@ -307,7 +326,7 @@
         for (const wake of agentWaiters.splice(0)) wake()
         flushReport()
       } else if (m.whis === 'stats' && ports[0]) {
-        ports[0].postMessage({ ...statsFor(clientId), peers: agent ? agent.peers : 0, agent: !!agent })
+        ports[0].postMessage({ ...statsFor(clientId), peers: agent ? agent.peers : 0, agent: !!agent, recent: recent.slice() })
       } else if (m.whis === 'adopt') {
         return adopt(m.paths, clientId)
       } else if (m.whis === 'no-agent' && asking) {

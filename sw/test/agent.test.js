@@ -260,6 +260,14 @@ test('the answering side never retries, and a peer that left is not offered agai
   assert.equal(core.nextWake(), null)
 })
 
+test('the agent of the page this tab showed before is never linked to', () => {
+  const core = coreAs()
+  core.formerSelf('me-before')
+  assert.equal(core.connect(0, 'me-before'), false)
+  assert.equal(core.offered(0, 'me-before'), false)
+  assert.ok(core.connect(0, 'someone'))
+})
+
 test('links are bounded; offers beyond the budget are refused', () => {
   const core = coreAs('me', { maxConnections: 2, extraAccepted: 1 })
   assert.ok(core.connect(0, 'a'))

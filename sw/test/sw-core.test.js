@@ -177,9 +177,9 @@ function heldOrigin (data) {
   const streams = []
   async function fetchFn (url, init = {}) {
     if (init.cache === 'only-if-cached') throw new TypeError('not in the HTTP cache')
-    const m = /bytes=(\d+)-(\d+)/.exec(init.headers.range)
-    let pos = Number(m[1])
-    const end = Number(m[2]) + 1
+    const m = /bytes=(\d+)-(\d+)/.exec(init.headers.range || '')
+    let pos = m ? Number(m[1]) : 0
+    const end = m ? Number(m[2]) + 1 : data.length
     log.requests++
     log.open++
     log.maxOpen = Math.max(log.maxOpen, log.open)
@@ -205,7 +205,7 @@ function heldOrigin (data) {
       })
     }
     streams.push(s)
-    return new Response(body, { status: 206 })
+    return new Response(body, { status: m ? 206 : 200 })
   }
   return { fetchFn, log, streams }
 }
@@ -437,4 +437,21 @@ test('offload: peers that keep delivering are waited for; peers that stall lose 
   const got2 = await Promise.all(all.map((i) => acq2.piece(i)))
   assert.deepEqual(Buffer.concat(got2.map((g) => Buffer.from(g))), data)
   assert.equal(stalling.log.bytes, 6 * PIECE, 'the origin sent what the peers stopped sending')
+})
+
+test('a resource nobody else holds is fetched whole, as the browser would; a part of one by Range', async () => {
+  const data = crypto.randomBytes(5 * PIECE)
+  const { fetchFn } = fakeOrigin({ '/a.jpg': { data } })
+  const ranges = []
+  const spy = (url, init = {}) => {
+    if (!String(url).includes('/whis/') && init.cache !== 'only-if-cached') ranges.push((init.headers && init.headers.range) || 'whole')
+    return fetchFn(url, init)
+  }
+  const sw = newSw(spy)
+  assert.deepEqual(Buffer.from(await (await sw.handleRequest(get('/a.jpg'), 'c1')).arrayBuffer()), data)
+  assert.deepEqual(ranges, ['whole'], 'one plain request: the HTTP cache keeps a whole entry')
+  const other = newSw(spy)
+  const part = await other.handleRequest(get('/a.jpg', { range: `bytes=${PIECE}-${2 * PIECE - 1}` }), 'c1')
+  assert.deepEqual(Buffer.from(await part.arrayBuffer()), data.subarray(PIECE, 2 * PIECE))
+  assert.deepEqual(ranges, ['whole', `bytes=${PIECE}-${2 * PIECE - 1}`])
 })
