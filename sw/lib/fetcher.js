@@ -121,6 +121,7 @@
       this.runs = new Set() // origin requests in flight: {run, ctl}
       this.watchdog = null
       this.lastPeerPiece = -Infinity // when this acquisition last got a piece from a peer
+      this.stalledAt = -Infinity // when peers last stalled (and the origin took some)
       this.originWhy = {} // why pieces were sent to the origin: reason → pieces
       this.from = {} // where verified bytes came from: kind → bytes
       this.want = null
@@ -155,17 +156,25 @@
       this._watch()
     }
 
-    /** Hand what peers have not delivered to the origin once they stall or run out of time. */
+    /**
+     * When peers stall, the next pieces in order (a run's worth) go to the
+     * origin, so the page moves on, and peers keep the rest while they
+     * resume; when their time is up, everything left goes.
+     */
     _watch () {
       if (this.closed) return
       const now = this.clock.now()
-      const due = this.wait.due(now, this.lastPeerPiece)
+      const due = this.wait.due(now, Math.max(this.lastPeerPiece, this.stalledAt))
       if (due > now) {
         this.watchdog = this.clock.setTimeout(() => this._watch(), due - now)
         return
       }
-      const why = due >= this.wait.limit ? 'peers-too-slow' : 'peers-stalled'
-      for (const i of this.waiters.keys()) this._toOrigin(i, why)
+      const open = [...this.waiters.keys()].sort((a, b) => a - b)
+        .filter((i) => !this.settled.has(i) && !this.originQueue.has(i) && !this.fetching.has(i))
+      if (due >= this.wait.limit) return open.forEach((i) => this._toOrigin(i, 'peers-too-slow'))
+      open.slice(0, MAX_RUN).forEach((i) => this._toOrigin(i, 'peers-stalled'))
+      this.stalledAt = now
+      if (open.length > MAX_RUN) this._watch()
     }
 
     /**

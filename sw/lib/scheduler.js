@@ -27,12 +27,15 @@
    * once under either; for pieces a peer holds:
    * - `offload` (default): the origin is asked only when peers stall (no
    *   piece from a peer for one gap: about twice what the origin would take
-   *   for a piece, 1 to 5 s) or run out of time (four gaps, or as long as
-   *   the resource takes at 1 MB/s, whichever is longer).
+   *   for a piece, 2 to 5 s; then the next few pieces go to the origin and
+   *   peers keep the rest) or run out of time (four gaps, or as long as the
+   *   resource takes at 1 MB/s, whichever is longer: then all that is left).
+   *   Two seconds, not less: on a loaded machine a healthy peer's page can
+   *   pause for a second.
    * - `speed`: peers get a 250 ms head start, then the origin races them.
    */
   const POLICIES = {
-    offload: { minMs: 1000, maxMs: 5000, gaps: 4, floorBytesPerMs: 1000 },
+    offload: { minMs: 2000, maxMs: 5000, gaps: 4, floorBytesPerMs: 1000 },
     speed: { minMs: 250, maxMs: 250, gaps: 1, floorBytesPerMs: Infinity }
   }
 
