@@ -132,6 +132,11 @@ impl<B: Clone + AsRef<[u8]>> ManifestCache<B> {
         self.entries.is_empty()
     }
 
+    /// The manifest last computed for `path`, of whichever version.
+    pub fn peek(&self, path: &str) -> Option<Arc<Manifest>> {
+        self.entries.get(path).map(|e| Arc::clone(&e.manifest))
+    }
+
     /// A static file's manifest, if it was hashed for this very version.
     pub fn file(&self, path: &str, validator: &Validator) -> Option<Arc<Manifest>> {
         self.entries

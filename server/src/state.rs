@@ -1,0 +1,76 @@
+//! `AppState`: the services of one running server, composed. Each field owns
+//! one piece of mutable state; nothing below this module knows `AppState`,
+//! and handlers and background tasks reach the services only through it.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use whis_core::hub::Hub;
+use whis_core::pages::PageGraph;
+
+use crate::config::Config;
+use crate::counted::Metrics;
+use crate::history::OffloadHistory;
+use crate::manifests::ManifestService;
+use crate::relay::Signaling;
+use crate::workers::WorkerHandle;
+
+/// Offload samples kept for the dashboard: an hour at one per 5 s.
+const HISTORY_SAMPLES: usize = 720;
+
+pub struct AppState {
+    pub config: Config,
+    signaling: Mutex<Signaling>,
+    pub metrics: Metrics,
+    pub manifests: ManifestService,
+    /// Secret a worker browser must present (URL of the worker page, join body).
+    pub worker_secret: String,
+    pub started: Instant,
+    pub workers: WorkerHandle,
+    /// `http://ADDR:PORT` as the server's own pages and workers reach it.
+    base_url: OnceLock<String>,
+    /// The dashboard's offload history (see `dashboard::sample_loop`).
+    pub offload_history: OffloadHistory,
+    /// What each page uses and where its visitors go next (prefetch plans).
+    pages: Mutex<PageGraph>,
+}
+
+impl AppState {
+    pub fn new(config: Config, workers: WorkerHandle) -> Arc<AppState> {
+        Arc::new(AppState {
+            signaling: Mutex::new(Signaling::new(Hub::new(config.hub_config()))),
+            metrics: Metrics::default(),
+            manifests: ManifestService::new(&config),
+            worker_secret: crate::ids::secret(),
+            started: Instant::now(),
+            workers,
+            config,
+            base_url: OnceLock::new(),
+            offload_history: OffloadHistory::new(HISTORY_SAMPLES),
+            pages: Mutex::new(PageGraph::new(Default::default())),
+        })
+    }
+
+    pub fn set_base_url(&self, url: String) {
+        let _ = self.base_url.set(url);
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.base_url
+            .get()
+            .map(String::as_str)
+            .unwrap_or("http://127.0.0.1")
+    }
+
+    /// The page graph (brief updates and reads; never held across an await).
+    pub fn pages(&self) -> MutexGuard<'_, PageGraph> {
+        self.pages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The signaling lock. A poisoned lock means a panic mid-update; the hub's
+    /// state is still structurally valid (every method checks before it
+    /// mutates), so serving on is better than refusing every peer.
+    pub fn signaling(&self) -> MutexGuard<'_, Signaling> {
+        self.signaling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
