@@ -444,6 +444,76 @@ async fn proxy_mode_streams_the_origin_and_hashes_what_it_proxies() -> Result<()
     Ok(())
 }
 
+/// A client that takes the headers of a large kept proxied body and goes
+/// away: the origin counter holds what the connection took (at most the
+/// socket buffers), not the whole body. It used to count a kept body as one
+/// chunk the moment the answer started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_download_counts_what_the_connection_took() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = site();
+    const SIZE: usize = 32 * 1024 * 1024;
+    std::fs::write(site.path().join("huge.bin"), vec![5u8; SIZE])?;
+    let upstream = start_whis(site.path(), |c| c.origin_only = true).await?;
+    let front = start_whis(site.path(), |c| {
+        c.origin = OriginConfig::Proxy {
+            base: upstream.url(),
+        }
+    })
+    .await?;
+    // Hashing it keeps the body (it is under the 64 MiB a kept body may be).
+    let m = http_raw(
+        "GET",
+        &format!("{}/whis/manifest?path=/huge.bin", front.url()),
+        &[],
+        b"",
+    )
+    .await?;
+    assert_eq!(m.status, 200, "{}", m.text());
+    let upstream_before = origin_bytes(&upstream);
+    let before = origin_bytes(&front);
+    let mut conn = tokio::net::TcpStream::connect(front.addr).await?;
+    conn.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {SIZE}")), "{head}");
+    // Far more than any socket buffer on loopback, far less than the body.
+    let bound = (SIZE / 4) as u64;
+    let taken = origin_bytes(&front) - before;
+    assert!(
+        taken < bound,
+        "{taken} bytes counted for a client that read none"
+    );
+    drop(conn);
+    // Wait until the server has stopped sending (the counter no longer moves).
+    let mut last = u64::MAX;
+    eventually(Duration::from_secs(10), "the counter settles", || {
+        let now = origin_bytes(&front);
+        std::mem::replace(&mut last, now) == now
+    })
+    .await?;
+    let taken = origin_bytes(&front) - before;
+    assert!(
+        taken < bound,
+        "{taken} bytes counted for an abandoned download"
+    );
+    assert_eq!(
+        origin_bytes(&upstream),
+        upstream_before,
+        "answered from the kept body"
+    );
+    front.stop().await;
+    upstream.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_a_clear_json_error_and_breaks_nothing() -> Result<()> {
     let site = site();
