@@ -1,4 +1,4 @@
-// The PeerJS side of `signal-bench` (issue #5): the same load, run against the
+// The PeerJS side of `signal-bench`: the same load, run against the
 // PeerJS server (npm `peer`), so the two can be compared in one invocation.
 //
 //   node e2e/peerjs-load.mjs --peers N --rate R --seconds S [--dir DIR]

@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use whis_core::path::SitePath;
 
 use crate::error::ApiError;
+use crate::site_files;
 use crate::state::AppState;
 
 include!(concat!(env!("OUT_DIR"), "/embedded_sw.rs"));
@@ -19,17 +20,6 @@ fn sw_relative(path: &str) -> Option<&str> {
         Some("whis-sw.js")
     } else {
         path.strip_prefix("/whis/").filter(|rel| !rel.is_empty())
-    }
-}
-
-fn content_type(rel: &str) -> &'static str {
-    match rel.rsplit('.').next() {
-        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
-        Some("html") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json") => "application/json",
-        Some("svg") => "image/svg+xml",
-        _ => "application/octet-stream",
     }
 }
 
@@ -108,10 +98,13 @@ pub async fn serve(
         read(&state, rel).ok_or_else(|| ApiError::NotFound(path.as_str().into()))?
     };
     let mut res = HttpResponse::Ok();
-    res.insert_header((header::CONTENT_TYPE, content_type(rel)))
-        // The browser checks for a new service worker on every navigation anyway;
-        // no-cache keeps every Whis file in step with the running server.
-        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    res.insert_header((
+        header::CONTENT_TYPE,
+        site_files::content_type_for(std::path::Path::new(rel)).to_string(),
+    ))
+    // The browser checks for a new service worker on every navigation anyway;
+    // no-cache keeps every Whis file in step with the running server.
+    .insert_header((header::CACHE_CONTROL, "no-cache"));
     if rel == "whis-sw.js" {
         res.insert_header(("service-worker-allowed", "/"));
     }

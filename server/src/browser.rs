@@ -37,14 +37,9 @@ pub fn find_chromium(explicit: Option<&Path>) -> Option<PathBuf> {
 }
 
 fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
+    procfs::process::Process::myself()
+        .and_then(|me| me.status())
+        .is_ok_and(|status| status.euid == 0)
 }
 
 /// A browser and the task that pumps its CDP connection. The task ends when
@@ -121,55 +116,4 @@ pub async fn launch(
         while handler.next().await.is_some() {}
     });
     Ok(Launched { browser, handler })
-}
-
-/// Memory (bytes) of a process and all its descendants, as proportional set
-/// size: shared pages are split between the processes that share them, so
-/// Chromium's many processes are not counted several times over.
-pub fn tree_memory(root: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut parent_of = Vec::new();
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Field 4 (ppid) follows the command name in parentheses.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if let Some(ppid) = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    tree.iter().map(|pid| pss_of(*pid)).sum()
-}
-
-fn pss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use whis_core::hub::HubConfig;
 use whis_core::manifest::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
 
 /// Default piece size: 256 KiB. Small enough that a 300 KB image is spread over
@@ -136,6 +137,8 @@ pub struct Config {
     pub sse_queue: usize,
     pub keep_alive: Duration,
     pub heartbeat_timeout: Duration,
+    /// ICE server URLs handed to peers in the join answer (see `ice`).
+    pub ice_servers: Vec<String>,
     pub workers: WorkerSettings,
     pub prefer: Prefer,
     pub prefetch_budget: u64,
@@ -166,6 +169,7 @@ impl Config {
             sse_queue: 256,
             keep_alive: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(45),
+            ice_servers: Vec::new(),
             prefer: Prefer::Offload,
             prefetch_budget: DEFAULT_PREFETCH_BUDGET,
             workers: WorkerSettings {
@@ -178,24 +182,29 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The hub's rules, from this config: the one place they are set.
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            peers_per_swarm: self.peers_per_swarm,
+            max_peers: self.max_peers,
+            heartbeat_timeout: self.heartbeat_timeout,
+            ..HubConfig::default()
+        }
+    }
+}
+
 /// One worker per 1.5 GiB of memory, at most two per core, at least one.
 pub fn default_max_workers() -> usize {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|kb| kb.parse::<u64>().ok())
-                })
-        })
-        .map(|kb| kb as f64 / (1024.0 * 1024.0))
-        .unwrap_or(4.0);
+    let mem_gib = {
+        use procfs::Current as _;
+        procfs::Meminfo::current()
+            .map(|m| m.mem_total as f64 / (1024.0 * 1024.0 * 1024.0))
+            .unwrap_or(4.0)
+    };
     ((mem_gib / 1.5) as usize).clamp(1, cores * 2)
 }
 

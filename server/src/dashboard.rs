@@ -9,6 +9,7 @@ use actix_web::{web, HttpResponse};
 use actix_web_lab::sse;
 use futures_util::stream;
 
+use crate::history::Sample;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -20,14 +21,8 @@ pub async fn page() -> HttpResponse {
         .body(PAGE)
 }
 
-/// How often the offload history is sampled, and how much of it is kept (an hour).
+/// How often the offload history is sampled (`AppState` keeps an hour of it).
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-const SAMPLES_KEPT: usize = 720;
-
-/// One point of the offload history: uptime (s), bytes peers and workers
-/// shared, bytes the origin sent, all cumulative.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Sample(f64, u64, u64);
 
 /// Bytes shared by the swarm and bytes the origin sent, since start.
 fn totals(state: &AppState) -> (u64, u64) {
@@ -46,13 +41,7 @@ pub async fn sample_loop(state: Arc<AppState>) {
         every.tick().await;
         let (shared, origin) = totals(&state);
         let sample = Sample(state.started.elapsed().as_secs_f64(), shared, origin);
-        let Ok(mut history) = state.offload_history.lock() else {
-            return; // a panic elsewhere poisoned it: the chart stops, nothing else
-        };
-        if history.len() == SAMPLES_KEPT {
-            history.pop_front();
-        }
-        history.push_back(sample);
+        state.offload_history.push(sample);
     }
 }
 
@@ -91,11 +80,7 @@ pub fn snapshot(state: &AppState, with_history: bool) -> serde_json::Value {
         "signals_relayed": counters.signals_relayed,
         "joins": counters.joins,
         "history": if with_history {
-            state
-                .offload_history
-                .lock()
-                .map(|h| serde_json::json!(h.iter().collect::<Vec<_>>()))
-                .unwrap_or_default()
+            serde_json::json!(state.offload_history.samples())
         } else {
             serde_json::Value::Null
         },

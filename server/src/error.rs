@@ -1,7 +1,8 @@
 //! The one error type of the server and the one place it becomes HTTP.
 
+use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse, ResponseError};
 use serde::Serialize;
 use thiserror::Error;
 use whis_core::CoreError;
@@ -34,6 +35,32 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// JSON request bodies: at most `limit` bytes (a declared larger one is
+/// refused before it is read), any content type (`navigator.sendBeacon`
+/// sends text/plain), and failures as our own JSON errors.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .content_type(|_| true)
+        .error_handler(move |err, _| ApiError::from_json(err, limit).into())
+}
+
+impl ApiError {
+    fn from_json(err: JsonPayloadError, limit: usize) -> ApiError {
+        match err {
+            JsonPayloadError::Overflow { .. }
+            | JsonPayloadError::OverflowKnownLength { .. }
+            | JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::BodyTooLarge(limit),
+            JsonPayloadError::Deserialize(e) if e.is_eof() && e.line() == 1 && e.column() == 0 => {
+                ApiError::BadJson("empty body; send a JSON object ({} is valid)".into())
+            }
+            JsonPayloadError::Deserialize(e) => ApiError::BadJson(e.to_string()),
+            other => ApiError::BadRequest(format!("could not read the body: {other}")),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -70,9 +97,11 @@ impl ResponseError for ApiError {
                 CoreError::UnknownPeer(_) | CoreError::UnknownSwarm(_) => StatusCode::NOT_FOUND,
                 CoreError::OtherSwarm(_) => StatusCode::FORBIDDEN,
                 CoreError::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
-                CoreError::BadPath(_) | CoreError::BadRequest(_) | CoreError::SelfSignal => {
-                    StatusCode::BAD_REQUEST
-                }
+                CoreError::BadPath(_)
+                | CoreError::BadRequest(_)
+                | CoreError::SelfSignal
+                | CoreError::BadSignal(_)
+                | CoreError::TooManyIds(_) => StatusCode::BAD_REQUEST,
                 CoreError::Collision => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::BadJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -7,26 +7,57 @@
 //! [`Running`] handle; [`Running::stop`] closes every event stream, stops the
 //! supervisor (no Chromium is left behind) and shuts the HTTP server down.
 //! Tests start it on `127.0.0.1:0` exactly as `whis serve` does.
+//!
+//! # Layers
+//! Each module belongs to one layer and imports only from its own layer or
+//! those above it in this list (and from `whis_core`), never in a circle;
+//! `layers_import_only_downwards` checks both. `AppState` is the only thing
+//! that knows every service.
+//!
+//! 1. **Foundation** — plain types and helpers, no shared state:
+//!    `config`, `error`, `ids`, `ice`, `browser`, `site_files`, `upstream`,
+//!    `counted`.
+//! 2. **Services** — each owns one piece of mutable state:
+//!    `relay` (the hub and the live streams), `manifests`, `workers` (the
+//!    handle), `history`.
+//! 3. **State** — `state`: `AppState` composes the services.
+//! 4. **Edges** — HTTP handlers and background tasks, which reach the
+//!    services through `AppState`: `signaling`, `origin`, `routes`,
+//!    `pages`, `assets`, `metrics`, `dashboard`, and the worker tasks
+//!    (`workers::supervise`, `workers::browser_task`, `workers::memory`).
+//! 5. **Wiring** — this file: routes, middleware and tasks.
 
-pub mod assets;
+// 1. Foundation
 pub mod browser;
 pub mod config;
-pub mod dashboard;
+pub mod counted;
 pub mod error;
+pub mod ice;
 pub mod ids;
+pub mod site_files;
+pub mod upstream;
+// 2. Services
+pub mod history;
 pub mod manifests;
+pub mod relay;
+pub mod workers;
+// 3. State
+pub mod state;
+// 4. Edges
+pub mod assets;
+pub mod dashboard;
 pub mod metrics;
 pub mod origin;
 pub mod pages;
 pub mod routes;
 pub mod signaling;
-pub mod state;
-pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::middleware::{from_fn, Compress};
+use actix_cors::Cors;
+use actix_web::http::{header, Method};
+use actix_web::middleware::{Compress, Condition};
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 
@@ -103,6 +134,30 @@ fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
+/// `--allow-origin`: pages of these origins may use the Whis API (`*`: any).
+/// A request from any other origin is answered as usual, without CORS
+/// headers, so same-origin pages (whose POSTs carry `Origin` too) are never
+/// refused.
+fn cors(allowed: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .block_on_origin_mismatch(false)
+        .allowed_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(600);
+    if allowed.iter().any(|a| a == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in allowed {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    cors
+}
+
 /// Bind, start serving and return at once.
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
@@ -130,13 +185,15 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     state.set_base_url(format!("http://{reach}"));
     let app_state = web::Data::new(Arc::clone(&state));
     let origin_only = state.config.origin_only;
+    let allow_origins = state.config.allow_origins.clone();
+    let json = error::json_config(state.config.max_body);
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(app_state.clone())
+            .app_data(json.clone())
             .app_data(web::Data::new(
                 awc::Client::builder().disable_redirects().finish(),
             ))
-            .wrap(from_fn(routes::cors))
             .wrap(actix_web::middleware::Logger::new("%r %s %b %Dms").log_target("whis::access"));
         if origin_only {
             return app.default_service(web::to(origin::serve));
@@ -151,6 +208,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         )
         .service(
             web::scope("/whis")
+                .wrap(Condition::new(
+                    !allow_origins.is_empty(),
+                    cors(&allow_origins),
+                ))
                 .service(
                     web::resource("/join")
                         .post(signaling::join)
@@ -221,11 +282,19 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     .run();
     let handle = server.handle();
     let server = tokio::spawn(server);
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(signaling::heartbeat_loop(Arc::clone(&state))),
-        tokio::spawn(manifests::warm(Arc::clone(&state))),
+        tokio::spawn({
+            let state = Arc::clone(&state);
+            async move { state.manifests.warm().await }
+        }),
         tokio::spawn(dashboard::sample_loop(Arc::clone(&state))),
     ];
+    if chromium.is_some() {
+        background.push(tokio::spawn(workers::memory::sample_loop(
+            state.workers.clone(),
+        )));
+    }
     let supervisor = chromium.map(|chromium| {
         let profile_root =
             state.config.workers.profile_dir.clone().unwrap_or_else(|| {
@@ -256,4 +325,93 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         background,
         supervisor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The layer of each module (see "Layers" above); a module may import
+    /// only from its own layer or a lower number, and never in a circle.
+    const LAYERS: &[(&str, u8)] = &[
+        ("browser", 1),
+        ("config", 1),
+        ("counted", 1),
+        ("error", 1),
+        ("ice", 1),
+        ("ids", 1),
+        ("site_files", 1),
+        ("upstream", 1),
+        ("history", 2),
+        ("manifests", 2),
+        ("relay", 2),
+        ("workers", 2),
+        ("state", 3),
+        ("assets", 4),
+        ("dashboard", 4),
+        ("metrics", 4),
+        ("origin", 4),
+        ("pages", 4),
+        ("routes", 4),
+        ("signaling", 4),
+        ("workers/supervise", 4),
+        ("workers/browser_task", 4),
+        ("workers/memory", 4),
+    ];
+
+    fn layer_of(module: &str) -> u8 {
+        LAYERS
+            .iter()
+            .find(|(m, _)| *m == module)
+            .map(|(_, l)| *l)
+            .unwrap_or_else(|| panic!("{module} has no layer in LAYERS"))
+    }
+
+    #[test]
+    fn layers_import_only_downwards() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut edges: Vec<(&str, String)> = Vec::new();
+        for (module, layer) in LAYERS {
+            let file = if src.join(format!("{module}.rs")).is_file() {
+                src.join(format!("{module}.rs"))
+            } else {
+                src.join(module).join("mod.rs")
+            };
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (i, _) in code.match_indices("crate::") {
+                let used: String = code[i + "crate::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let used = match used.as_str() {
+                    "workers" if code[i..].starts_with("crate::workers::memory") => {
+                        "workers/memory"
+                    }
+                    other => other,
+                };
+                assert!(
+                    layer_of(used) <= *layer,
+                    "{module} (layer {layer}) imports crate::{used} (layer {})",
+                    layer_of(used)
+                );
+                if used != *module && !(*module).starts_with(&format!("{used}/")) {
+                    edges.push((module, used.to_string()));
+                }
+            }
+        }
+        assert!(edges.len() > 20, "the check saw the imports ({edges:?})");
+        // No circle: repeatedly remove modules that import nothing left.
+        let mut left: Vec<&str> = LAYERS.iter().map(|(m, _)| *m).collect();
+        while let Some(i) = left.iter().position(|m| {
+            !edges
+                .iter()
+                .any(|(from, to)| from == m && left.contains(&to.as_str()))
+        }) {
+            left.remove(i);
+        }
+        assert!(
+            left.is_empty(),
+            "these modules import each other in a circle: {left:?}"
+        );
+    }
 }

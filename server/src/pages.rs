@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use whis_core::manifest::Manifest;
 use whis_core::path::SitePath;
 
 use crate::error::ApiError;
-use crate::signaling::json_body;
 use crate::state::AppState;
 
 /// Links read from one page; more are ignored.
@@ -21,7 +21,7 @@ const MAX_LINKS: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NextBody {
+pub struct NextBody {
     page: String,
     #[serde(default)]
     from: Option<String>,
@@ -29,11 +29,24 @@ struct NextBody {
     links: Vec<String>,
 }
 
+/// The answer: pages likely next, with what they use, and the byte budget.
+#[derive(Serialize)]
+struct Plan {
+    pages: Vec<PlannedPage>,
+    budget_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct PlannedPage {
+    path: String,
+    visits: u64,
+    resources: Vec<Manifest>,
+}
+
 pub async fn next(
-    payload: web::Payload,
+    body: web::Json<NextBody>,
     state: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: NextBody = json_body(payload, state.config.max_body).await?;
     let page = SitePath::parse(&body.page)?;
     // A bad `from` or link is a page we cannot plan for, not an error.
     let from = body.from.as_deref().and_then(|f| SitePath::parse(f).ok());
@@ -52,21 +65,25 @@ pub async fn next(
         pages.plan(page.as_str(), &links)
     };
     let budget = state.config.prefetch_budget;
-    let pages: Vec<serde_json::Value> = plan
+    let pages: Vec<PlannedPage> = plan
         .into_iter()
-        .map(|p| {
+        .map(|p| PlannedPage {
             // Only manifests already computed: a plan never makes whis hash
             // (or, in proxy mode, fetch) anything.
-            let resources: Vec<serde_json::Value> = p
+            resources: p
                 .resources
                 .iter()
                 .filter_map(|r| state.manifests.peek(r))
-                .filter_map(|m| serde_json::to_value(&*m).ok())
-                .collect();
-            serde_json::json!({"path": p.path, "visits": p.visits, "resources": resources})
+                .map(|m| Manifest::clone(&m))
+                .collect(),
+            path: p.path,
+            visits: p.visits,
         })
         .collect();
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(serde_json::json!({"pages": pages, "budget_bytes": budget})))
+        .json(Plan {
+            pages,
+            budget_bytes: budget,
+        }))
 }

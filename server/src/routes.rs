@@ -1,11 +1,8 @@
-//! Small handlers that need no module of their own, and the CORS layer.
+//! Small handlers that need no module of their own.
 
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method};
-use actix_web::middleware::Next;
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use whis_core::path::SitePath;
@@ -33,7 +30,7 @@ pub async fn manifest(
     // The query was decoded once by the extractor; SitePath decodes (and so
     // refuses) any second layer of encoding such as %2e%2e.
     let path = SitePath::parse(raw)?;
-    let manifest = state.manifests.get(&state, &client, &path).await?;
+    let manifest = state.manifests.get(&client, &path).await?;
     if let Some(page) = query.page.as_deref().and_then(|p| SitePath::parse(p).ok()) {
         state.pages().used(page.as_str(), path.as_str());
     }
@@ -74,47 +71,4 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 
 pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(req.path().to_string()))
-}
-
-/// `--allow-origin`: let pages of another origin use the signaling API.
-pub async fn cors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let allowed = match (&origin, req.app_data::<web::Data<Arc<AppState>>>()) {
-        (Some(o), Some(state)) => {
-            let o = o.to_str().unwrap_or("");
-            state
-                .config
-                .allow_origins
-                .iter()
-                .any(|a| a == o || a == "*")
-        }
-        _ => false,
-    };
-    let whis_api = req.path().starts_with("/whis/");
-    if allowed && whis_api && req.method() == Method::OPTIONS {
-        let origin = origin.expect("allowed implies an Origin header");
-        let res = HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
-            .insert_header((
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "authorization, content-type, last-event-id",
-            ))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-            .insert_header((header::VARY, "origin"))
-            .finish();
-        return Ok(req.into_response(res).map_into_boxed_body());
-    }
-    let mut res = next.call(req).await?;
-    if allowed && whis_api {
-        let origin = origin.expect("allowed implies an Origin header");
-        res.headers_mut()
-            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        res.headers_mut()
-            .insert(header::VARY, header::HeaderValue::from_static("origin"));
-    }
-    Ok(res.map_into_boxed_body())
 }

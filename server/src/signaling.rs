@@ -9,77 +9,43 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::Header as _;
 use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_httpauth::headers::authorization::{Authorization, Bearer};
 use actix_web_lab::sse;
 use futures_util::{Stream, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
-use whis_core::hub::{Announce, ByteCounts, JoinAs, JoinRequest};
+use whis_core::hub::{Announce, ByteCounts, JoinAs, JoinRequest, PeerId, Role, SignalData};
 use whis_core::CoreError;
 
 use crate::error::ApiError;
-use crate::state::{to_sse, AppState};
+use crate::ice::{self, IceServer};
+use crate::relay::to_sse;
+use crate::state::AppState;
 
-/// Read a JSON body of at most `limit` bytes into `T`, with our own errors.
-pub async fn json_body<T: for<'de> Deserialize<'de>>(
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            actix_web::error::PayloadError::Overflow => ApiError::BodyTooLarge(limit),
-            other => ApiError::BadRequest(format!("could not read the body: {other}")),
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::BodyTooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if body.is_empty() {
-        return Err(ApiError::BadJson(
-            "empty body; send a JSON object ({} is valid)".into(),
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))
-}
+/// The token of `Authorization: Bearer TOKEN` (parsed by actix-web-httpauth).
+pub struct BearerToken(pub String);
 
-/// Refuse a declared oversized body before reading it.
-fn check_length(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limit as u64 => Err(ApiError::BodyTooLarge(limit)),
-        _ => Ok(()),
+impl actix_web::FromRequest for BearerToken {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(bearer(req).map(BearerToken))
     }
 }
 
-fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
-    let value = req
-        .headers()
-        .get("authorization")
-        .ok_or(ApiError::MissingToken)?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Core(CoreError::InvalidToken))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(ApiError::MissingToken)?
-        .trim();
-    if token.is_empty() {
-        return Err(ApiError::MissingToken);
-    }
-    Ok(token)
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    Authorization::<Bearer>::parse(req)
+        .map(|auth| auth.into_scheme().token().to_string())
+        .map_err(|_| ApiError::MissingToken)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JoinBody {
+pub struct JoinBody {
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -93,14 +59,32 @@ struct JoinBody {
     have: Vec<String>,
 }
 
+/// The answer to `POST /whis/join` (docs/protocol.md).
+#[derive(Serialize)]
+struct JoinAnswer {
+    peer_id: PeerId,
+    token: String,
+    swarm_id: String,
+    role: Role,
+    ice_servers: Vec<IceServer>,
+    peers: Vec<PeerId>,
+    worker: Option<PeerId>,
+    heartbeat_ms: u128,
+    max_connections: usize,
+    policy: Policy,
+}
+
+/// The operator's choices the agent follows (`--prefer`).
+#[derive(Serialize)]
+struct Policy {
+    prefer: &'static str,
+}
+
 pub async fn join(
-    req: HttpRequest,
-    payload: web::Payload,
+    body: web::Json<JoinBody>,
     state: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = state.config.max_body;
-    check_length(&req, limit)?;
-    let body: JoinBody = json_body(payload, limit).await?;
+    let body = body.into_inner();
     let role = match body.role.as_deref() {
         None | Some("visitor") => JoinAs::Visitor,
         Some("worker") => {
@@ -120,11 +104,6 @@ pub async fn join(
             ))
         }
     };
-    if body.have.len() > 4096 {
-        return Err(ApiError::BadRequest(
-            "at most 4096 resource ids in have".into(),
-        ));
-    }
     let request = JoinRequest {
         scope: body.scope.unwrap_or_else(|| "/".into()),
         role,
@@ -148,25 +127,20 @@ pub async fn join(
         joined.role.as_str()
     );
     state.workers.swarms_changed();
-    let hub_cfg_max = if joined.role == whis_core::hub::Role::Worker {
-        24
-    } else {
-        6
-    };
-    Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(serde_json::json!({
-            "peer_id": joined.peer_id,
-            "token": joined.token,
-            "swarm_id": joined.swarm_id,
-            "role": joined.role.as_str(),
-            "ice_servers": [],
-            "peers": joined.peers,
-            "worker": joined.worker,
-            "heartbeat_ms": 15000,
-            "max_connections": hub_cfg_max,
-            "policy": {"prefer": state.config.prefer.as_str()},
-        })))
+    Ok(no_store().json(JoinAnswer {
+        ice_servers: ice::for_join(&state.config),
+        heartbeat_ms: joined.heartbeat_interval.as_millis(),
+        max_connections: joined.max_connections,
+        peer_id: joined.peer_id,
+        token: joined.token,
+        swarm_id: joined.swarm_id,
+        role: joined.role,
+        peers: joined.peers,
+        worker: joined.worker,
+        policy: Policy {
+            prefer: state.config.prefer.as_str(),
+        },
+    }))
 }
 
 #[derive(Deserialize)]
@@ -241,25 +215,21 @@ pub async fn events(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignalBody {
+pub struct SignalBody {
     to: String,
     data: Box<RawValue>,
 }
 
 pub async fn signal(
-    req: HttpRequest,
-    payload: web::Payload,
+    BearerToken(token): BearerToken,
+    body: web::Json<SignalBody>,
     state: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?.to_string();
-    let limit = state.config.max_body;
-    check_length(&req, limit)?;
-    let body: SignalBody = json_body(payload, limit).await?;
+    let SignalBody { to, data } = body.into_inner();
+    let data = SignalData::new(data)?;
     {
         let mut sig = state.signaling();
-        let delivery = sig
-            .hub
-            .signal(Instant::now(), &token, &body.to, body.data.get())?;
+        let delivery = sig.hub.signal(Instant::now(), &token, &to, data)?;
         sig.deliver(vec![delivery]);
     }
     Ok(ok())
@@ -267,7 +237,7 @@ pub async fn signal(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct AnnounceBody {
+pub struct AnnounceBody {
     #[serde(default)]
     have: Vec<String>,
     #[serde(default)]
@@ -305,15 +275,19 @@ struct PiecesBody {
 /// Most bytes one announce may report; a larger claim is a lie, not a delta.
 const MAX_REPORTED_BYTES: u64 = 1 << 40;
 
+/// The answer to `POST /whis/announce`.
+#[derive(Serialize)]
+struct AnnounceAnswer {
+    peers: Vec<PeerId>,
+    worker: Option<PeerId>,
+}
+
 pub async fn announce(
-    req: HttpRequest,
-    payload: web::Payload,
+    BearerToken(token): BearerToken,
+    body: web::Json<AnnounceBody>,
     state: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = bearer(&req)?.to_string();
-    let limit = state.config.max_body;
-    check_length(&req, limit)?;
-    let body: AnnounceBody = json_body(payload, limit).await?;
+    let body = body.into_inner();
     let b = &body.bytes;
     if [
         b.peer,
@@ -348,9 +322,10 @@ pub async fn announce(
         sig.deliver(deliveries);
         answer
     };
-    Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(serde_json::json!({"peers": answer.peers, "worker": answer.worker})))
+    Ok(no_store().json(AnnounceAnswer {
+        peers: answer.peers,
+        worker: answer.worker,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -364,25 +339,33 @@ pub async fn leave(
     state: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     let token = match (bearer(&req), query.token.as_deref()) {
-        (Ok(t), _) => t.to_string(),
+        (Ok(t), _) => t,
         (Err(_), Some(t)) if !t.is_empty() => t.to_string(),
         (Err(e), _) => return Err(e),
     };
     {
         let mut sig = state.signaling();
-        let me = sig.hub.authenticate(Instant::now(), &token)?;
-        let deliveries = sig.hub.leave(Instant::now(), &token)?;
-        sig.deliver(deliveries);
-        sig.drop_streams_of(&[me]);
+        let left = sig.hub.leave(Instant::now(), &token)?;
+        sig.deliver(left.deliveries);
+        sig.drop_streams_of(&[left.peer_id]);
     }
     state.workers.swarms_changed();
     Ok(ok())
 }
 
+fn no_store() -> actix_web::HttpResponseBuilder {
+    let mut res = HttpResponse::Ok();
+    res.insert_header(("cache-control", "no-store"));
+    res
+}
+
+#[derive(Serialize)]
+struct OkAnswer {
+    ok: bool,
+}
+
 fn ok() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(serde_json::json!({"ok": true}))
+    no_store().json(OkAnswer { ok: true })
 }
 
 /// Expire silent peers every two seconds until the server stops.

@@ -162,7 +162,7 @@ async fn relay(conn: &mut Conn, from: &str, to: &str, data: u64) -> Result<()> {
         .post(
             "/whis/signal",
             Some(from),
-            &format!(r#"{{"to":"{to}","data":{data}}}"#),
+            &format!(r#"{{"to":"{to}","data":{{"t":{data}}}}}"#),
         )
         .await?;
     if status != 200 {
@@ -228,7 +228,7 @@ async fn read_stream(
             } else if let Some(d) = line.strip_prefix("data: {\"from\":") {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 if let Some(sent) = d
-                    .split("\"data\":")
+                    .split("\"data\":{\"t\":")
                     .nth(1)
                     .and_then(|x| x.trim_end_matches(['}', '\r', '\n']).parse::<u64>().ok())
                 {

@@ -21,6 +21,10 @@ pub enum CoreError {
     BadRequest(&'static str),
     #[error("a peer may not signal itself")]
     SelfSignal,
+    #[error("{0}")]
+    BadSignal(&'static str),
+    #[error("at most {0} resource ids in have")]
+    TooManyIds(usize),
     #[error("identifier collision; retry")]
     Collision,
 }
@@ -35,7 +39,10 @@ impl CoreError {
             CoreError::ServerFull(_) => "server_full",
             CoreError::UnknownSwarm(_) => "unknown_swarm",
             CoreError::BadPath(_) => "bad_path",
-            CoreError::BadRequest(_) | CoreError::SelfSignal => "bad_request",
+            CoreError::BadRequest(_)
+            | CoreError::SelfSignal
+            | CoreError::BadSignal(_)
+            | CoreError::TooManyIds(_) => "bad_request",
             CoreError::Collision => "collision",
         }
     }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use crate::event::{Event, EventKind, HotResource, Role, ServerEvent, SignalData};
 use crate::manifest::is_resource_id;
 use crate::CoreError;
 
@@ -24,20 +25,24 @@ pub type SwarmId = String;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Visitors per swarm (the blog post's "one worker per ~30 visitors").
+    /// Visitors per swarm; each swarm gets one worker browser.
     pub peers_per_swarm: usize,
     /// Peers across all swarms; joining beyond it is refused.
     pub max_peers: usize,
     /// A peer with no open stream and no request for this long is dropped.
     pub heartbeat_timeout: Duration,
-    /// How often agents are asked to announce (sent to them in `join`).
+    /// How often agents are asked to announce (`heartbeat_ms` in `join`).
     pub heartbeat_interval: Duration,
     /// Recent events kept per peer for `Last-Event-ID` resume.
     pub replay_events: usize,
     /// Bytes of recent events kept per peer (signals carry SDP, a few KiB each).
     pub replay_bytes: usize,
-    /// Peers suggested to a visitor (its connection budget).
+    /// A visitor's connection budget: peers suggested to it, and its
+    /// `max_connections` in the join answer.
     pub max_connections: usize,
+    /// A worker browser's connection budget (`max_connections` in its join
+    /// answer): it serves the whole swarm, so it accepts many more.
+    pub worker_connections: usize,
     /// Resource ids a peer may claim to hold; more are ignored.
     pub max_have_per_peer: usize,
     /// Resources a swarm remembers as hot.
@@ -54,23 +59,9 @@ impl Default for HubConfig {
             replay_events: 256,
             replay_bytes: 256 * 1024,
             max_connections: 6,
+            worker_connections: 24,
             max_have_per_peer: 4096,
             max_resources_per_swarm: 1024,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Visitor,
-    Worker,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Visitor => "visitor",
-            Role::Worker => "worker",
         }
     }
 }
@@ -104,16 +95,18 @@ pub struct Joined {
     pub role: Role,
     pub peers: Vec<PeerId>,
     pub worker: Option<PeerId>,
+    /// The joiner's connection budget (visitor or worker, from the config).
+    pub max_connections: usize,
+    /// How often the joiner should announce itself.
+    pub heartbeat_interval: Duration,
     pub deliveries: Vec<Delivery>,
 }
 
-/// One server-sent event. `data` is JSON text, built once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Per-recipient sequence number; `None` for per-connection events (`hello`).
-    pub id: Option<u64>,
-    pub kind: &'static str,
-    pub data: String,
+/// A peer that left: who it was, and what its swarm is told.
+#[derive(Debug, Clone)]
+pub struct Left {
+    pub peer_id: PeerId,
+    pub deliveries: Vec<Delivery>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +198,7 @@ struct Swarm {
     /// Visitors in join order (oldest first).
     visitors: Vec<PeerId>,
     worker: Option<PeerId>,
-    /// Resource id → path, in first-seen order of insertion.
+    /// Resource id → path, ordered by id (so `hot` lists are deterministic).
     resources: BTreeMap<String, String>,
     idle_since: Option<Instant>,
 }
@@ -262,8 +255,7 @@ impl Hub {
             .collect()
     }
 
-    /// Open swarm for a worker-less scope; the supervisor uses it only through
-    /// [`Hub::join`] with [`JoinAs::Worker`].
+    /// The swarm a peer is in, if the peer exists.
     pub fn swarm_of(&self, peer_id: &str) -> Option<&str> {
         self.peers.get(peer_id).map(|p| p.swarm.as_str())
     }
@@ -275,6 +267,9 @@ impl Hub {
         ids: NewIds,
     ) -> Result<Joined, CoreError> {
         validate_scope(&req.scope)?;
+        if req.have.len() > self.cfg.max_have_per_peer {
+            return Err(CoreError::TooManyIds(self.cfg.max_have_per_peer));
+        }
         if self.peers.contains_key(&ids.peer_id) || self.tokens.contains_key(&ids.token) {
             return Err(CoreError::Collision);
         }
@@ -291,7 +286,7 @@ impl Hub {
                     return Err(CoreError::UnknownSwarm(swarm.clone()));
                 };
                 if let Some(old) = s.worker.clone() {
-                    deliveries.extend(self.remove_peer(now, &old, "peer-left"));
+                    deliveries.extend(self.remove_peer(now, &old, left));
                 }
                 (swarm.clone(), Role::Worker)
             }
@@ -300,7 +295,6 @@ impl Hub {
             .have
             .iter()
             .filter(|id| is_resource_id(id))
-            .take(self.cfg.max_have_per_peer)
             .cloned()
             .collect();
         self.peers.insert(
@@ -337,28 +331,25 @@ impl Hub {
             Role::Worker => swarm.worker = Some(ids.peer_id.clone()),
         }
         let worker = swarm.worker.clone();
-        let hot = hot_payload(swarm.resources.iter());
+        let hot = hot_event(swarm.resources.iter());
         self.counters.joins += 1;
 
-        let joined_data = format!(
-            r#"{{"peer_id":{},"role":"{}"}}"#,
-            json_str(&ids.peer_id),
-            role.as_str()
-        );
-        for other in &others {
-            deliveries.extend(self.deliver(other, "peer-joined", joined_data.clone()));
-        }
-        let peers = match role {
-            Role::Visitor => self.suggest(&ids.peer_id, &[]),
+        let joined = ServerEvent::PeerJoined {
+            peer_id: ids.peer_id.clone(),
+            role,
+        };
+        deliveries.extend(self.broadcast(&others, &joined));
+        let (peers, max_connections) = match role {
+            Role::Visitor => (self.suggest(&ids.peer_id, &[]), self.cfg.max_connections),
             Role::Worker => {
-                let up = format!(r#"{{"peer_id":{}}}"#, json_str(&ids.peer_id));
-                for other in &others {
-                    deliveries.extend(self.deliver(other, "worker-up", up.clone()));
-                }
+                let up = ServerEvent::WorkerUp {
+                    peer_id: ids.peer_id.clone(),
+                };
+                deliveries.extend(self.broadcast(&others, &up));
                 if let Some(hot) = hot {
-                    deliveries.extend(self.deliver(&ids.peer_id, "hot", hot));
+                    deliveries.extend(self.deliver(&ids.peer_id, &hot));
                 }
-                Vec::new()
+                (Vec::new(), self.cfg.worker_connections)
             }
         };
         self.debug_check();
@@ -369,6 +360,8 @@ impl Hub {
             role,
             peers,
             worker,
+            max_connections,
+            heartbeat_interval: self.cfg.heartbeat_interval,
             deliveries,
         })
     }
@@ -384,13 +377,13 @@ impl Hub {
         Ok(peer_id.clone())
     }
 
-    /// Relay `data` (JSON text) from the token's peer to `to`, same swarm only.
+    /// Relay `data` from the token's peer to `to`, same swarm only.
     pub fn signal(
         &mut self,
         now: Instant,
         token: &str,
         to: &str,
-        data: &str,
+        data: SignalData,
     ) -> Result<Delivery, CoreError> {
         let from = self.authenticate(now, token)?;
         if from == to {
@@ -403,10 +396,9 @@ impl Hub {
         if target.swarm != self.peers[&from].swarm {
             return Err(CoreError::OtherSwarm(to.to_string()));
         }
-        let payload = format!(r#"{{"from":{},"data":{}}}"#, json_str(&from), data);
         self.counters.signals_relayed += 1;
         Ok(self
-            .deliver(to, "signal", payload)
+            .deliver(to, &ServerEvent::Signal { from, data })
             .expect("target was checked to exist"))
     }
 
@@ -473,23 +465,27 @@ impl Hub {
                 .filter(|(id, _)| !held.contains(id))
                 .map(|(id, p)| (id, p))
                 .collect();
-            if let Some(hot) = hot_payload(missing.into_iter()) {
-                deliveries.extend(self.deliver(&w.clone(), "hot", hot));
+            if let Some(hot) = hot_event(missing.into_iter()) {
+                deliveries.extend(self.deliver(&w.clone(), &hot));
             }
         }
         let peers = self.suggest(&me, &a.want);
         Ok((AnnounceAnswer { peers, worker }, deliveries))
     }
 
-    pub fn leave(&mut self, now: Instant, token: &str) -> Result<Vec<Delivery>, CoreError> {
+    pub fn leave(&mut self, now: Instant, token: &str) -> Result<Left, CoreError> {
         let me = self.authenticate(now, token)?;
-        Ok(self.remove_peer(now, &me, "peer-left"))
+        let deliveries = self.remove_peer(now, &me, left);
+        Ok(Left {
+            peer_id: me,
+            deliveries,
+        })
     }
 
     /// The supervisor saw the swarm's worker browser crash, hang or be released.
     pub fn worker_down(&mut self, now: Instant, swarm: &str) -> Vec<Delivery> {
         match self.swarms.get(swarm).and_then(|s| s.worker.clone()) {
-            Some(w) => self.remove_peer(now, &w, "worker-down"),
+            Some(w) => self.remove_peer(now, &w, worker_down),
             None => Vec::new(),
         }
     }
@@ -505,20 +501,14 @@ impl Hub {
         let peer = self.peers.get_mut(&me).expect("authenticated peer exists");
         peer.streams_open += 1;
         peer.streamed = true;
-        let worker = self.swarms[&peer.swarm].worker.clone();
-        let hello = Event {
-            id: None,
-            kind: "hello",
-            data: format!(
-                r#"{{"peer_id":{},"swarm_id":{},"worker":{}}}"#,
-                json_str(&me),
-                json_str(&peer.swarm),
-                worker
-                    .as_deref()
-                    .map(json_str)
-                    .unwrap_or_else(|| "null".into())
-            ),
-        };
+        let hello = Event::new(
+            None,
+            &ServerEvent::Hello {
+                peer_id: me.clone(),
+                swarm_id: peer.swarm.clone(),
+                worker: self.swarms[&peer.swarm].worker.clone(),
+            },
+        );
         // A first stream (no Last-Event-ID) gets everything queued since the
         // join: a signal or a `hot` sent before the stream opened is not lost.
         let last = last_event_id.unwrap_or(0);
@@ -555,13 +545,13 @@ impl Hub {
             .collect();
         let mut tick = Tick::default();
         for id in expired {
-            let kind = if self.peers[&id].role == Role::Worker {
-                "worker-down"
+            let told = if self.peers[&id].role == Role::Worker {
+                worker_down
             } else {
-                "peer-left"
+                left
             };
             self.counters.peers_expired += 1;
-            tick.deliveries.extend(self.remove_peer(now, &id, kind));
+            tick.deliveries.extend(self.remove_peer(now, &id, told));
             tick.removed.push(id);
         }
         tick
@@ -645,13 +635,25 @@ impl Hub {
         id
     }
 
-    /// Queue `data` for `to` and remember it for resume. `None` if `to` is gone.
-    fn deliver(&mut self, to: &str, kind: &'static str, data: String) -> Option<Delivery> {
+    /// Queue `event` for `to` and remember it for resume. `None` if `to` is gone.
+    fn deliver(&mut self, to: &str, event: &ServerEvent) -> Option<Delivery> {
+        let encoded = Event::new(None, event);
+        self.deliver_encoded(to, &encoded)
+    }
+
+    /// [`Hub::deliver`] to each of `to`, serialising the event once.
+    fn broadcast(&mut self, to: &[PeerId], event: &ServerEvent) -> Vec<Delivery> {
+        let encoded = Event::new(None, event);
+        to.iter()
+            .filter_map(|r| self.deliver_encoded(r, &encoded))
+            .collect()
+    }
+
+    fn deliver_encoded(&mut self, to: &str, encoded: &Event) -> Option<Delivery> {
         let peer = self.peers.get_mut(to)?;
         let event = Event {
             id: Some(peer.next_event_id),
-            kind,
-            data,
+            ..encoded.clone()
         };
         peer.next_event_id += 1;
         peer.recent_bytes += event.data.len();
@@ -670,7 +672,13 @@ impl Hub {
         })
     }
 
-    fn remove_peer(&mut self, now: Instant, id: &str, kind: &'static str) -> Vec<Delivery> {
+    /// Remove a peer; the rest of its swarm hears `told(peer_id)`.
+    fn remove_peer(
+        &mut self,
+        now: Instant,
+        id: &str,
+        told: fn(PeerId) -> ServerEvent,
+    ) -> Vec<Delivery> {
         let Some(peer) = self.peers.remove(id) else {
             return Vec::new();
         };
@@ -701,11 +709,7 @@ impl Hub {
         if recipients.is_empty() {
             self.swarms.remove(&peer.swarm);
         }
-        let data = format!(r#"{{"peer_id":{}}}"#, json_str(id));
-        let mut out = Vec::new();
-        for r in recipients {
-            out.extend(self.deliver(&r, kind, data.clone()));
-        }
+        let out = self.broadcast(&recipients, &told(id.to_string()));
         self.debug_check();
         out
     }
@@ -763,19 +767,22 @@ fn validate_scope(scope: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn hot_payload<'a>(resources: impl Iterator<Item = (&'a String, &'a String)>) -> Option<String> {
-    let items: Vec<String> = resources
-        .map(|(id, path)| format!(r#"{{"path":{},"id":"{}"}}"#, json_str(path), id))
-        .collect();
-    if items.is_empty() {
-        None
-    } else {
-        Some(format!(r#"{{"resources":[{}]}}"#, items.join(",")))
-    }
+fn left(peer_id: PeerId) -> ServerEvent {
+    ServerEvent::PeerLeft { peer_id }
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
+fn worker_down(peer_id: PeerId) -> ServerEvent {
+    ServerEvent::WorkerDown { peer_id }
+}
+
+fn hot_event<'a>(resources: impl Iterator<Item = (&'a String, &'a String)>) -> Option<ServerEvent> {
+    let resources: Vec<HotResource> = resources
+        .map(|(id, path)| HotResource {
+            path: path.clone(),
+            id: id.clone(),
+        })
+        .collect();
+    (!resources.is_empty()).then_some(ServerEvent::Hot { resources })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Everything here is plain state and rules: swarms and their membership, the
 //! tracker (who holds which resource), the signaling rules (a token is one peer,
 //! a peer posts only as itself and only inside its swarm), heartbeat expiry,
-//! resource manifests, request-path safety and the worker-browser lifecycle.
+//! resource manifests and their caching policy, request-path safety and the
+//! worker-browser lifecycle.
 //!
 //! # Design
 //! Nothing in this crate reads a clock, a socket, a file or a random source.
@@ -14,10 +15,13 @@
 //! clock. Cargo enforces the boundary: this crate depends on no async runtime.
 
 pub mod error;
+pub mod event;
 pub mod hub;
 pub mod manifest;
+pub mod manifest_cache;
 pub mod pages;
 pub mod path;
 pub mod supervisor;
+pub mod ttl;
 
 pub use error::CoreError;

@@ -103,14 +103,9 @@ pub fn resource_id(size: u64, piece_size: u32, pieces: &[[u8; 32]]) -> String {
     hex(&h.finalize())
 }
 
+/// Lowercase hex, the spelling of every hash on the wire.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    hex::encode(bytes)
 }
 
 /// True for a 64-character lowercase hex string, the shape of every id.

@@ -26,7 +26,9 @@ impl SitePath {
         }
         let decoded = percent_decode(raw)?;
         if decoded.contains('%') {
-            return Err(CoreError::BadPath("path is encoded more than once"));
+            return Err(CoreError::BadPath(
+                "path has a malformed or double percent escape",
+            ));
         }
         if decoded
             .chars()
@@ -64,34 +66,14 @@ impl SitePath {
     }
 }
 
+/// Decode `%XX` escapes once. `percent_decode_str` passes a malformed
+/// escape through unchanged, so it shows as a leftover `%` and is refused by
+/// the caller together with double encoding.
 fn percent_decode(raw: &str) -> Result<String, CoreError> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .ok_or(CoreError::BadPath("truncated percent escape"))?;
-            let hi = hex_val(hex[0]).ok_or(CoreError::BadPath("bad percent escape"))?;
-            let lo = hex_val(hex[1]).ok_or(CoreError::BadPath("bad percent escape"))?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| CoreError::BadPath("path is not UTF-8"))
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| CoreError::BadPath("path is not UTF-8"))
 }
 
 #[cfg(test)]

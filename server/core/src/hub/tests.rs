@@ -62,8 +62,13 @@ fn rid(n: u8) -> String {
 fn kinds_for<'a>(ds: &'a [Delivery], to: &str) -> Vec<&'a str> {
     ds.iter()
         .filter(|d| d.to == to)
-        .map(|d| d.event.kind)
+        .map(|d| d.event.kind.as_str())
         .collect()
+}
+
+/// A signal payload (a JSON object).
+fn sig(json: &str) -> SignalData {
+    SignalData::parse(json).expect("test payloads are JSON objects")
 }
 
 #[test]
@@ -99,7 +104,10 @@ fn the_server_refuses_peers_beyond_its_limit_and_others_are_unaffected() {
         Err(CoreError::ServerFull(2))
     );
     let now = sim.now;
-    assert!(sim.hub.signal(now, &a.token, &b.peer_id, "1").is_ok());
+    assert!(sim
+        .hub
+        .signal(now, &a.token, &b.peer_id, sig(r#"{"n":1}"#))
+        .is_ok());
 }
 
 #[test]
@@ -110,10 +118,15 @@ fn a_signal_goes_only_to_its_target_as_the_sender() {
     let now = sim.now;
     let d = sim
         .hub
-        .signal(now, &a.token, &b.peer_id, r#"{"type":"offer","sdp":"x"}"#)
+        .signal(
+            now,
+            &a.token,
+            &b.peer_id,
+            sig(r#"{"type":"offer","sdp":"x"}"#),
+        )
         .expect("same swarm");
     assert_eq!(d.to, b.peer_id);
-    assert_eq!(d.event.kind, "signal");
+    assert_eq!(d.event.kind, EventKind::Signal);
     let v: serde_json::Value = serde_json::from_str(&d.event.data).expect("valid JSON");
     assert_eq!(v["from"], a.peer_id.as_str());
     assert_eq!(v["data"]["sdp"], "x");
@@ -132,24 +145,24 @@ fn forged_tokens_other_swarms_and_unknown_peers_are_refused() {
     let now = sim.now;
     let h = &mut sim.hub;
     assert_eq!(
-        h.signal(now, "forged", &b.peer_id, "1"),
+        h.signal(now, "forged", &b.peer_id, sig(r#"{"n":1}"#)),
         Err(CoreError::InvalidToken)
     );
     assert_eq!(
-        h.signal(now, &a.token, &b.peer_id, "1"),
+        h.signal(now, &a.token, &b.peer_id, sig(r#"{"n":1}"#)),
         Err(CoreError::OtherSwarm(b.peer_id.clone()))
     );
     assert_eq!(
-        h.signal(now, &a.token, "nobody", "1"),
+        h.signal(now, &a.token, "nobody", sig(r#"{"n":1}"#)),
         Err(CoreError::UnknownPeer("nobody".into()))
     );
     assert_eq!(
-        h.signal(now, &a.token, &a.peer_id, "1"),
+        h.signal(now, &a.token, &a.peer_id, sig(r#"{"n":1}"#)),
         Err(CoreError::SelfSignal)
     );
     // A peer id is not a token: knowing someone's id does not let you post as them.
     assert_eq!(
-        h.signal(now, &a.peer_id, &b.peer_id, "1"),
+        h.signal(now, &a.peer_id, &b.peer_id, sig(r#"{"n":1}"#)),
         Err(CoreError::InvalidToken)
     );
     assert_eq!(h.counters().signals_relayed, 0);
@@ -207,7 +220,7 @@ fn a_reconnecting_stream_resumes_after_its_last_event_id() {
         .map(|i| {
             let d = sim
                 .hub
-                .signal(now, &a.token, &b.peer_id, &i.to_string())
+                .signal(now, &a.token, &b.peer_id, sig(&format!(r#"{{"n":{i}}}"#)))
                 .expect("relay");
             d.event.id.expect("signals are numbered")
         })
@@ -217,7 +230,7 @@ fn a_reconnecting_stream_resumes_after_its_last_event_id() {
         .hub
         .stream_opened(now, &b.token, Some(ids[2]))
         .expect("resume");
-    assert_eq!(start.events[0].kind, "hello");
+    assert_eq!(start.events[0].kind, EventKind::Hello);
     assert_eq!(start.events[0].id, None);
     let replayed: Vec<u64> = start.events[1..].iter().filter_map(|e| e.id).collect();
     assert_eq!(replayed, ids[3..]);
@@ -238,15 +251,15 @@ fn the_replay_buffer_is_bounded_by_count_and_bytes() {
     let now = sim.now;
     for _ in 0..100 {
         sim.hub
-            .signal(now, &a.token, &b.peer_id, "1")
+            .signal(now, &a.token, &b.peer_id, sig(r#"{"n":1}"#))
             .expect("relay");
     }
     let start = sim.hub.stream_opened(now, &b.token, Some(0)).expect("open");
     assert_eq!(start.events.len(), 1 + 8);
-    let big = format!("\"{}\"", "x".repeat(1500));
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1500));
     for _ in 0..10 {
         sim.hub
-            .signal(now, &a.token, &b.peer_id, &big)
+            .signal(now, &a.token, &b.peer_id, sig(&big))
             .expect("relay");
     }
     let start = sim.hub.stream_opened(now, &b.token, Some(0)).expect("open");
@@ -274,7 +287,7 @@ fn the_worker_is_suggested_first_and_told_what_is_hot() {
     let hot: Vec<&Delivery> = w
         .deliveries
         .iter()
-        .filter(|d| d.event.kind == "hot")
+        .filter(|d| d.event.kind == EventKind::Hot)
         .collect();
     assert_eq!(hot.len(), 1);
     assert!(hot[0].event.data.contains("/img/a.jpg"));
@@ -496,7 +509,7 @@ fn many_peers_churning_keep_every_invariant() {
             5..=8 if live.len() > 1 => {
                 let a = &live[(next() as usize) % live.len()];
                 let b = &live[(next() as usize) % live.len()];
-                let r = sim.hub.signal(now, &a.token, &b.peer_id, "{}");
+                let r = sim.hub.signal(now, &a.token, &b.peer_id, sig("{}"));
                 let same = sim.hub.swarm_of(&a.peer_id) == sim.hub.swarm_of(&b.peer_id);
                 match r {
                     Ok(d) => assert!(same && d.to == b.peer_id),
@@ -522,4 +535,39 @@ fn many_peers_churning_keep_every_invariant() {
         sim.hub.check();
         assert_eq!(sim.hub.peer_count(), live.len());
     }
+}
+
+#[test]
+fn the_join_answer_carries_the_configured_budgets() {
+    let mut sim = Sim::new(HubConfig {
+        max_connections: 4,
+        worker_connections: 9,
+        heartbeat_interval: Duration::from_secs(7),
+        max_have_per_peer: 2,
+        ..HubConfig::default()
+    });
+    let a = sim.join("/");
+    assert_eq!(
+        (a.max_connections, a.heartbeat_interval),
+        (4, Duration::from_secs(7))
+    );
+    let w = sim.join_worker(&a.swarm_id);
+    assert_eq!(w.max_connections, 9);
+    // Claiming to hold more than a peer may is refused, not truncated.
+    let ids = sim.ids();
+    let req = JoinRequest {
+        scope: "/".into(),
+        role: JoinAs::Visitor,
+        have: vec![rid(1), rid(2), rid(3)],
+    };
+    assert_eq!(
+        sim.hub.join(sim.now, req, ids).map(|_| ()),
+        Err(CoreError::TooManyIds(2))
+    );
+    // Leaving names the peer that left, once authenticated.
+    let now = sim.now;
+    let left = sim.hub.leave(now, &a.token).expect("a can leave");
+    assert_eq!(left.peer_id, a.peer_id);
+    assert_eq!(kinds_for(&left.deliveries, &w.peer_id), ["peer-left"]);
+    sim.hub.check();
 }
