@@ -1058,6 +1058,42 @@ async fn whis_scripts_are_gzipped_on_request_and_site_files_never() -> Result<()
 }
 
 #[tokio::test]
+async fn whis_scripts_revalidate_for_a_304_and_their_bytes_are_counted_as_whis_own() -> Result<()> {
+    let site = site();
+    let whis = start_whis(site.path(), |_| {}).await?;
+    let own = |w: &whis::Running| {
+        w.state
+            .metrics
+            .own_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for path in ["/whis/lib.js", "/whis/client.js", "/whis-sw.js"] {
+        let url = format!("{}{path}", whis.url());
+        let before = own(&whis);
+        let first = http_raw("GET", &url, &[], b"").await?;
+        assert_eq!(first.status, 200, "{path}");
+        let etag = first.header("etag").ok_or("an ETag")?.to_string();
+        assert_eq!(first.header("cache-control"), Some("no-cache"), "{path}");
+        eventually(Duration::from_secs(5), "the body is counted", || {
+            own(&whis) - before == first.body.len() as u64
+        })
+        .await?;
+        let again = http_raw("GET", &url, &[("if-none-match", etag.as_str())], b"").await?;
+        assert_eq!(again.status, 304, "{path}: unchanged, no body");
+        assert!(again.body.is_empty());
+        let other = http_raw("GET", &url, &[("if-none-match", "\"other\"")], b"").await?;
+        assert_eq!(other.status, 200, "{path}: another version gets the file");
+    }
+    // The site's own bytes are not Whis's.
+    let before = own(&whis);
+    let big = http_raw("GET", &format!("{}/big.bin", whis.url()), &[], b"").await?;
+    assert_eq!(big.body.len(), 1_000_000);
+    assert_eq!(own(&whis), before);
+    whis.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_dashboard_stream_starts_with_the_offload_history() -> Result<()> {
     let site = site();
     let whis = start_whis(site.path(), |_| {}).await?;

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub origin_bytes: Arc<AtomicU64>,
     /// Body responses the origin side sent (static or proxied).
     pub origin_responses: AtomicU64,
+    /// Body bytes of Whis's own answers (scripts, manifests, signaling, event
+    /// streams): what Whis adds to the uplink on top of the site's bytes.
+    pub own_bytes: Arc<AtomicU64>,
 }
 
 impl Metrics {

@@ -57,7 +57,7 @@ use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::http::{header, Method};
-use actix_web::middleware::{Compress, Condition};
+use actix_web::middleware::{from_fn, Compress, Condition};
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 
@@ -158,6 +158,23 @@ fn cors(allowed: &[String]) -> Cors {
     cors
 }
 
+/// Count the body bytes of Whis's own answers (after compression) into
+/// `whis_own_bytes_total`: the uplink Whis adds on top of the site's bytes.
+async fn count_own(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let counter = req
+        .app_data::<web::Data<Arc<AppState>>>()
+        .map(|s| Arc::clone(&s.metrics.own_bytes));
+    let res = next.call(req).await?.map_into_boxed_body();
+    Ok(match counter {
+        Some(c) => res
+            .map_body(|_, body| actix_web::body::EitherBody::left(counted::Counted::new(body, c))),
+        None => res.map_body(|_, body| actix_web::body::EitherBody::right(body)),
+    })
+}
+
 /// Bind, start serving and return at once.
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
@@ -204,10 +221,12 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         app.service(
             web::resource("/whis-sw.js")
                 .wrap(Compress::default())
+                .wrap(from_fn(count_own))
                 .get(assets::serve),
         )
         .service(
             web::scope("/whis")
+                .wrap(from_fn(count_own))
                 .wrap(Condition::new(
                     !allow_origins.is_empty(),
                     cors(&allow_origins),

@@ -131,6 +131,11 @@ pub fn render(state: &AppState) -> String {
         ConstCounter::new(m.origin_bytes.load(Ordering::Relaxed)),
     );
     r.register(
+        "whis_own_bytes",
+        "Body bytes of Whis's own answers: scripts, manifests, signaling, event streams",
+        ConstCounter::new(m.own_bytes.load(Ordering::Relaxed)),
+    );
+    r.register(
         "whis_origin_responses",
         "Responses with a body sent by the origin side",
         ConstCounter::new(m.origin_responses.load(Ordering::Relaxed)),

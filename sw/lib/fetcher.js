@@ -11,6 +11,9 @@
 
   /** Pieces per origin request: short requests free their connection soon. */
   const MAX_RUN = 4
+  /** Pieces handed to the origin when peers stall (in order, so the page
+   *  moves on); peers keep the rest while they resume. */
+  const STALL_WINDOW = 2
   /** An origin request that sends nothing for this long is given up, so a
    *  stalled origin cannot hold one of the few slots for ever. */
   const STALL_MS = 30000
@@ -157,7 +160,7 @@
     }
 
     /**
-     * When peers stall, the next pieces in order (a run's worth) go to the
+     * When peers stall, the next pieces in order (STALL_WINDOW) go to the
      * origin, so the page moves on, and peers keep the rest while they
      * resume; when their time is up, everything left goes.
      */
@@ -172,9 +175,9 @@
       const open = [...this.waiters.keys()].sort((a, b) => a - b)
         .filter((i) => !this.settled.has(i) && !this.originQueue.has(i) && !this.fetching.has(i))
       if (due >= this.wait.limit) return open.forEach((i) => this._toOrigin(i, 'peers-too-slow'))
-      open.slice(0, MAX_RUN).forEach((i) => this._toOrigin(i, 'peers-stalled'))
+      open.slice(0, STALL_WINDOW).forEach((i) => this._toOrigin(i, 'peers-stalled'))
       this.stalledAt = now
-      if (open.length > MAX_RUN) this._watch()
+      if (open.length > STALL_WINDOW) this._watch()
     }
 
     /**

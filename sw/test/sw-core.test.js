@@ -430,8 +430,7 @@ test('offload: peers that keep delivering are waited for; peers that stall lose 
   const got = await Promise.all(all.map((i) => acq.piece(i)))
   assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
   assert.equal(steady.log.bytes, 0, 'every piece from the peers, none from the origin')
-  // Two pieces, then silence: after one gap the origin gets the next four,
-  // after another the last two.
+  // Two pieces, then silence: after each gap the origin gets the next two.
   const stalling = fakeOrigin({ '/a.jpg': { data } })
   const acq2 = new W.fetcher.Acquisition(m, all, { scheduler: new W.scheduler.Scheduler(), fetch: stalling.fetchFn, url: `${ORIGIN}/a.jpg`, source: tricklingPeers(data, { everyMs: 20, count: 2 }), deadlineMs: 400 })
   await acq2.start()
