@@ -250,6 +250,9 @@ pub struct AnnounceBody {
     bytes: BytesBody,
     #[serde(default)]
     pieces: PiecesBody,
+    /// Peers whose links never settled (after retries).
+    #[serde(default)]
+    unreachable: Vec<PeerId>,
 }
 
 #[derive(Deserialize, Default)]
@@ -315,6 +318,7 @@ pub async fn announce(
         },
         verified: body.pieces.verified,
         rejected: body.pieces.rejected,
+        unreachable: body.unreachable,
     };
     let answer = {
         let mut sig = state.signaling();

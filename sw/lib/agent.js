@@ -300,7 +300,10 @@
         want: [...new Set([...this.core.sessions.values()].map((s) => s.info.id))],
         paths: Object.fromEntries(p.paths),
         bytes: { peer: p.peer, worker: p.worker, origin: p.origin },
-        pieces: { verified: p.verified, rejected: p.rejected }
+        pieces: { verified: p.verified, rejected: p.rejected },
+        // Peers we gave up on: the tracker stops sending us (and, when
+        // several say so, anyone) there.
+        unreachable: this.core.takeUnreachable()
       }
       Object.assign(p, { peer: 0, worker: 0, origin: 0, verified: 0, rejected: 0, have: new Set(), paths: new Map() })
       try {

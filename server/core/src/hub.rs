@@ -132,7 +132,16 @@ pub struct Announce {
     pub bytes: ByteCounts,
     pub verified: u64,
     pub rejected: u64,
+    /// Peers the announcer's offers never reached (its links to them never
+    /// settled, after retries): not suggested to it again.
+    pub unreachable: Vec<PeerId>,
 }
+
+/// Peers one announce may report unreachable; more are ignored.
+pub const MAX_UNREACHABLE_REPORT: usize = 32;
+/// Distinct reporters after which a peer is suggested to nobody: it is not
+/// one visitor's bad luck, nobody reaches it.
+pub const UNREACHABLE_BY_ALL: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnounceAnswer {
@@ -190,6 +199,11 @@ struct Peer {
     next_event_id: u64,
     recent: VecDeque<Event>,
     recent_bytes: usize,
+    /// Peers this one could not reach (it reported them): never suggested to it.
+    cannot_reach: HashSet<PeerId>,
+    /// Peers that reported they could not reach this one (at most
+    /// UNREACHABLE_BY_ALL are kept: that many and it is suggested to nobody).
+    unreached_by: HashSet<PeerId>,
 }
 
 #[derive(Debug)]
@@ -310,6 +324,8 @@ impl Hub {
                 next_event_id: 1,
                 recent: VecDeque::new(),
                 recent_bytes: 0,
+                cannot_reach: HashSet::new(),
+                unreached_by: HashSet::new(),
             },
         );
         self.tokens.insert(ids.token.clone(), ids.peer_id.clone());
@@ -430,6 +446,7 @@ impl Hub {
         self.counters.pieces_verified += a.verified;
         self.counters.pieces_rejected += a.rejected;
 
+        self.note_unreachable(&me, &a.unreachable);
         let limit = self.cfg.max_have_per_peer;
         let peer = self.peers.get_mut(&me).expect("authenticated peer exists");
         for id in &a.drop {
@@ -570,6 +587,33 @@ impl Hub {
     /// most likely gone (closed before its goodbye), and an offer to it
     /// would hang until it times out; if it is only reconnecting, later
     /// announces find it again.
+    /// `me` could not reach these peers of its swarm: remember it both ways.
+    fn note_unreachable(&mut self, me: &str, peers: &[PeerId]) {
+        let Some(swarm) = self.peers.get(me).map(|p| p.swarm.clone()) else {
+            return;
+        };
+        for target in peers.iter().take(MAX_UNREACHABLE_REPORT) {
+            let Some(t) = self.peers.get_mut(target) else {
+                continue;
+            };
+            if t.swarm != swarm || target == me {
+                continue;
+            }
+            if t.unreached_by.len() < UNREACHABLE_BY_ALL {
+                t.unreached_by.insert(me.to_string());
+            }
+            let cap = self.cfg.max_connections * 4;
+            let mine = &mut self
+                .peers
+                .get_mut(me)
+                .expect("the reporter was authenticated")
+                .cannot_reach;
+            if mine.len() < cap {
+                mine.insert(target.clone());
+            }
+        }
+    }
+
     fn suggest(&self, me: &str, want: &[String]) -> Vec<PeerId> {
         let Some(peer) = self.peers.get(me) else {
             return Vec::new();
@@ -579,9 +623,13 @@ impl Hub {
             return Vec::new(); // the worker: visitors come to it
         };
         let mut out: Vec<PeerId> = Vec::new();
+        // Left out: a peer whose stream closed (most likely gone), one this
+        // peer reported it could not reach, and one nobody reaches.
         let reachable = |id: &PeerId| {
             let p = &self.peers[id];
-            p.streams_open > 0 || !p.streamed
+            (p.streams_open > 0 || !p.streamed)
+                && !peer.cannot_reach.contains(id)
+                && p.unreached_by.len() < UNREACHABLE_BY_ALL
         };
         if let Some(w) = swarm.worker.as_ref().filter(|w| reachable(w)) {
             out.push(w.clone());

@@ -382,6 +382,63 @@ fn every_pair_of_peers_has_one_initiator() {
 }
 
 #[test]
+fn a_peer_reported_unreachable_is_not_suggested_to_its_reporter_and_after_three_to_nobody() {
+    let mut sim = Sim::new(HubConfig::default());
+    let old = sim.join("/");
+    let a = sim.join("/");
+    let b = sim.join("/");
+    let c = sim.join("/");
+    let d = sim.join("/");
+    let now = sim.now;
+    let report = |peers: &[&str]| Announce {
+        unreachable: peers.iter().map(|p| p.to_string()).collect(),
+        ..Announce::default()
+    };
+    let (to_a, _) = sim
+        .hub
+        .announce(now, &a.token, report(&[&old.peer_id]))
+        .expect("announce");
+    assert!(
+        !to_a.peers.contains(&old.peer_id),
+        "a said it cannot reach it: {:?}",
+        to_a.peers
+    );
+    let (to_b, _) = sim
+        .hub
+        .announce(now, &b.token, Announce::default())
+        .expect("announce");
+    assert!(
+        to_b.peers.contains(&old.peer_id),
+        "one visitor's bad luck is not everyone's"
+    );
+    for reporter in [&b, &c] {
+        sim.hub
+            .announce(now, &reporter.token, report(&[&old.peer_id]))
+            .expect("announce");
+    }
+    let (to_d, _) = sim
+        .hub
+        .announce(now, &d.token, Announce::default())
+        .expect("announce");
+    assert!(
+        !to_d.peers.contains(&old.peer_id),
+        "three visitors could not reach it: nobody is sent there"
+    );
+    assert!(to_d.peers.contains(&a.peer_id));
+    // Reports about peers of other swarms, unknown peers or oneself change nothing.
+    let other = Sim::new(HubConfig::default()).join("/elsewhere");
+    let (to_a, _) = sim
+        .hub
+        .announce(
+            now,
+            &a.token,
+            report(&[&a.peer_id, "nobody", &other.peer_id]),
+        )
+        .expect("announce");
+    assert!(!to_a.peers.contains(&old.peer_id));
+}
+
+#[test]
 fn a_worker_going_down_is_announced_and_a_replacement_takes_its_place() {
     let mut sim = Sim::new(HubConfig::default());
     let a = sim.join("/");
