@@ -324,3 +324,113 @@ async fn with_whis_store_gone_the_http_cache_still_spares_the_origin() -> Result
     whis.stop().await;
     Ok(())
 }
+
+/// nginx (Debian's) serving the ordinary site as an operator's existing
+/// origin would: ETag and Last-Modified, no Cache-Control. Its access log
+/// says what it sent. Stopped (by its pid) when dropped.
+struct Nginx {
+    child: std::process::Child,
+    dir: TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    fn start() -> Result<Nginx> {
+        let dir = TempDir::new("nginx");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let d = dir.path().display();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ }}
+http {{
+    include /etc/nginx/mime.types;
+    log_format sent '$uri $status $body_bytes_sent';
+    access_log {d}/access.log sent;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"#,
+            root = site().display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf)?;
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("nginx (apt-get install -y nginx) did not start: {e}"))?;
+        Ok(Nginx { child, dir, port })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Body bytes nginx has sent, by its access log.
+    fn sent(&self) -> u64 {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_front_of_an_existing_origin_whis_never_sends_more_than_it_would() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    // Without Whis: visitors talk to nginx directly.
+    let nginx = Nginx::start()?;
+    let url = nginx.url();
+    eventually(Duration::from_secs(10), "nginx listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", nginx.port)).is_ok()
+    })
+    .await?;
+    browse_and_come_back(&url).await?;
+    let without = nginx.sent();
+    // With Whis in front of the same nginx (reverse proxy): what crosses the
+    // site's uplink to visitors is whis's sending now.
+    let whis = whis::start({
+        let mut c = whis::Config::for_root(site());
+        c.origin = whis::config::OriginConfig::Proxy { base: url.clone() };
+        c
+    })
+    .await?;
+    browse_and_come_back(&whis.url()).await?;
+    let with = origin_bytes(&whis);
+    let own = whis
+        .state
+        .metrics
+        .own_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    whis.stop().await;
+    eprintln!("to visitors: nginx alone {without} bytes; whis in front {with} of the site and {own} of its own");
+    assert!(
+        with <= without,
+        "in front of nginx, Whis sent visitors {with} bytes of the site; nginx alone {without}"
+    );
+    assert!((with + own) as f64 <= without as f64 * 1.03);
+    Ok(())
+}
