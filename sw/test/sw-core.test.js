@@ -143,6 +143,7 @@ test('poisoned pieces from a peer are rejected, reported and refetched', async (
   const rejected = []
   const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3, 4, 5], {
     scheduler,
+    deadlineMs: 60000, // peers deliver at once here; no stall may be read into a busy machine
     fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, onRejected: (i, from) => rejected.push([i, from])
   })
   await acq.start()
@@ -228,6 +229,18 @@ function latePeers (data) {
 
 const tick = (ms = 5) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** Wait until `cond()` holds (the code under test is asynchronous), however long the machine takes. */
+async function until (cond, what = 'condition') {
+  for (let i = 0; i < 2000 && !cond(); i++) await tick(5)
+  assert.ok(cond(), `${what} never came`)
+}
+
+/** A clock that never moves: timers armed on it never fire (waits last until something else ends them). */
+function frozenClock () {
+  let n = 0
+  return { now: () => 1000, setTimeout: () => ++n, clearTimeout: () => {} }
+}
+
 test('origin requests are capped per context, and pieces waiting for a slot still come from peers', async () => {
   const slots = W.scheduler.ORIGIN_SLOTS
   const count = slots + 2
@@ -243,6 +256,7 @@ test('origin requests are capped per context, and pieces waiting for a slot stil
     await acq.start()
     acqs.push(acq)
   }
+  await until(() => log.requests >= slots, 'the first origin requests')
   await tick(20)
   assert.equal(log.requests, slots, `only ${slots} origin requests at once`)
   // A peer delivers the last piece while it still waits for a slot.
@@ -265,14 +279,14 @@ test('an origin request whose pieces all came from peers is aborted', async () =
   const source = latePeers(data)
   const acq = new W.fetcher.Acquisition(m, [0, 1, 2, 3], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg`, source, deadlineMs: 60000 })
   await acq.start()
-  await tick(20)
+  await until(() => log.requests === 1, 'the origin request')
   assert.equal(log.requests, 1, 'one request for the four pieces')
   streams[0].send() // the origin gets piece 0 out, then the swarm is faster
   await tick()
   for (const i of [1, 2, 3]) source.deliver(i)
   const got = await Promise.all([0, 1, 2, 3].map((i) => acq.piece(i)))
   assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
-  await tick()
+  await until(() => log.aborted === 1, 'the abort')
   assert.equal(log.aborted, 1, 'the origin request was stopped')
   assert.equal(log.bytes, PIECE, 'the origin sent only the piece it won')
   assert.equal(log.open, 0)
@@ -289,7 +303,7 @@ test('an origin that stalls loses its request, and its slot goes to the next', a
   // Every slot is free again: a later request is sent at once and served.
   const next = new W.fetcher.Acquisition(m, [1], { scheduler, fetch: fetchFn, url: `${ORIGIN}/a.jpg` })
   await next.start()
-  await tick(20)
+  await until(() => log.requests === 2, 'the second request')
   streams[streams.length - 1].send()
   assert.deepEqual(Buffer.from(await next.piece(1)), data.subarray(PIECE))
   assert.equal(log.open, 0)
@@ -350,15 +364,16 @@ test('a request with no agent waits for the one a page is bringing, then gets it
   const data = crypto.randomBytes(3 * PIECE)
   const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
   let asked = 0
+  // On a clock that never moves the wait for the agent can only end when it comes.
   const sw = W.createServiceWorker({
     origin: ORIGIN,
     fetch: fetchFn,
     openStore: async () => new W.store.MemoryStore(),
-    askForAgent: async () => { asked++; return 1 }
+    askForAgent: async () => { asked++; return 1 },
+    scheduler: new W.scheduler.Scheduler({ clock: frozenClock() })
   })
   const pending = sw.handleRequest(get('/a.jpg'), 'c1')
-  await tick(50)
-  assert.equal(asked, 1, 'the open page was asked for its agent')
+  await until(() => asked === 1, 'the question to the open page')
   // The page answers with an agent whose peers hold everything.
   const ch = new MessageChannel()
   const source = fakeSource(data)
@@ -382,13 +397,15 @@ test('a request with no agent waits for the one a page is bringing, then gets it
 test('with no page to bring an agent, or pages that have none, nobody waits', async () => {
   const data = crypto.randomBytes(PIECE)
   const { fetchFn, log } = fakeOrigin({ '/a.jpg': { data } })
-  const alone = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), askForAgent: async () => 0 })
-  const t0 = Date.now()
+  // On a clock that never moves, a wait for an agent would never end: that
+  // these requests complete shows they did not wait.
+  const frozen = () => new W.scheduler.Scheduler({ clock: frozenClock() })
+  const alone = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), askForAgent: async () => 0, scheduler: frozen() })
   await (await alone.handleRequest(get('/a.jpg'), 'c1')).arrayBuffer()
-  assert.ok(Date.now() - t0 < W.swCore.AGENT_WAIT_MS, 'no page, no wait')
-  const refusing = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), askForAgent: async () => 1 })
+  let asked = 0
+  const refusing = W.createServiceWorker({ origin: ORIGIN, fetch: fetchFn, openStore: async () => new W.store.MemoryStore(), askForAgent: async () => { asked++; return 1 }, scheduler: frozen() })
   const pending = refusing.handleRequest(get('/a.jpg'), 'c1')
-  await tick(20)
+  await until(() => asked === 1, 'the question to the open page')
   refusing.handleMessage(W.messages.make('no-agent'), [], 'page')
   const res = await pending
   assert.deepEqual(Buffer.from(await res.arrayBuffer()), data)
@@ -403,40 +420,97 @@ test('the manifest request names the page that asked, so the server learns what 
   assert.ok(log.requests.includes('/whis/manifest?path=%2Fa.jpg&page=%2Fgallery.html'), log.requests.join(' '))
 })
 
-/** A source whose peers hold everything and hand pieces over one at a time, every `everyMs`, then go quiet after `count`. */
-function tricklingPeers (data, { everyMs, count = Infinity }) {
+/** A clock the test moves: timers fire, in order, when it passes their time. */
+function manualClock () {
+  let t = 0
+  let n = 0
+  const timers = new Map()
   return {
-    want (m, indices, h) {
-      let k = 0
-      const timer = setInterval(() => {
-        if (k >= indices.length || k >= count) return clearInterval(timer)
-        const i = indices[k++]
-        const b = Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE))
-        h.onPiece(i, b.buffer.slice(b.byteOffset, b.byteOffset + b.length), 'pSlow', 'visitor')
-      }, everyMs)
-      return { done () {}, bad () {}, close () { clearInterval(timer) } }
+    now: () => t,
+    setTimeout: (fn, ms) => { timers.set(++n, { at: t + ms, fn }); return n },
+    clearTimeout: (id) => { timers.delete(id) },
+    advance (ms) {
+      const end = t + ms
+      for (;;) {
+        const due = [...timers].filter(([, x]) => x.at <= end).sort((a, b) => a[1].at - b[1].at)[0]
+        if (!due) break
+        timers.delete(due[0])
+        t = due[1].at
+        due[1].fn()
+      }
+      t = end
     }
   }
 }
 
-test('offload: peers that keep delivering are waited for; peers that stall lose the rest to the origin', async () => {
+/** Peers that hold every piece and hand one over when the test says (`deliver(i)`). */
+function heldPeers (data) {
+  let h = null
+  return {
+    want (m, indices, handlers) { h = handlers; return { done () {}, bad () {}, close () {} } },
+    deliver (i) {
+      const b = Buffer.from(data.subarray(i * PIECE, (i + 1) * PIECE))
+      h.onPiece(i, b.buffer.slice(b.byteOffset, b.byteOffset + b.length), 'pSlow', 'visitor')
+    }
+  }
+}
+
+test('offload: peers that keep delivering are waited for; peers that stall lose the next pieces to the origin', async () => {
   const data = crypto.randomBytes(8 * PIECE)
   const m = manifestOf('/a.jpg', data)
   const all = [0, 1, 2, 3, 4, 5, 6, 7]
-  // Each piece comes 20 ms after the last: the whole takes 8× longer than one gap allows for a piece.
+  // A piece every 45 ms with a gap of 100 ms: the whole takes 360 ms, far
+  // past one gap, never a gap without a piece, within the limit (four gaps).
+  const clock = manualClock()
   const steady = fakeOrigin({ '/a.jpg': { data } })
-  const acq = new W.fetcher.Acquisition(m, all, { scheduler, fetch: steady.fetchFn, url: `${ORIGIN}/a.jpg`, source: tricklingPeers(data, { everyMs: 20 }), deadlineMs: 400 })
+  const peers = heldPeers(data)
+  const acq = new W.fetcher.Acquisition(m, all, { scheduler: new W.scheduler.Scheduler({ clock }), fetch: steady.fetchFn, url: `${ORIGIN}/a.jpg`, source: peers, deadlineMs: 100 })
   await acq.start()
+  for (const i of all) {
+    clock.advance(45)
+    peers.deliver(i)
+    await until(() => acq.settled.has(i), `piece ${i}`)
+  }
   const got = await Promise.all(all.map((i) => acq.piece(i)))
   assert.deepEqual(Buffer.concat(got.map((g) => Buffer.from(g))), data)
   assert.equal(steady.log.bytes, 0, 'every piece from the peers, none from the origin')
+
   // Two pieces, then silence: after each gap the origin gets the next two.
+  const clock2 = manualClock()
   const stalling = fakeOrigin({ '/a.jpg': { data } })
-  const acq2 = new W.fetcher.Acquisition(m, all, { scheduler: new W.scheduler.Scheduler(), fetch: stalling.fetchFn, url: `${ORIGIN}/a.jpg`, source: tricklingPeers(data, { everyMs: 20, count: 2 }), deadlineMs: 400 })
+  const peers2 = heldPeers(data)
+  const acq2 = new W.fetcher.Acquisition(m, all, { scheduler: new W.scheduler.Scheduler({ clock: clock2 }), fetch: stalling.fetchFn, url: `${ORIGIN}/a.jpg`, source: peers2, deadlineMs: 100 })
   await acq2.start()
+  for (const i of [0, 1]) { peers2.deliver(i); await until(() => acq2.settled.has(i), `piece ${i}`) }
+  clock2.advance(100)
+  await until(() => acq2.settled.has(2) && acq2.settled.has(3), 'pieces 2 and 3 from the origin')
+  assert.equal(stalling.log.bytes, 2 * PIECE, 'one stall: the next two pieces')
+  assert.ok(!acq2.settled.has(4), 'the rest stays with the peers')
+  peers2.deliver(4) // a peer is back
+  await until(() => acq2.settled.has(4), 'piece 4')
+  clock2.advance(100)
+  await until(() => acq2.settled.has(5) && acq2.settled.has(6), 'pieces 5 and 6')
+  clock2.advance(100)
+  await until(() => acq2.settled.has(7), 'piece 7')
   const got2 = await Promise.all(all.map((i) => acq2.piece(i)))
   assert.deepEqual(Buffer.concat(got2.map((g) => Buffer.from(g))), data)
-  assert.equal(stalling.log.bytes, 6 * PIECE, 'the origin sent what the peers stopped sending')
+  assert.equal(stalling.log.bytes, 5 * PIECE, 'the origin sent what the peers stopped sending, two by two')
+
+  // Peers that never stall but crawl: at the limit (four gaps) the origin takes all that is left.
+  const clock3 = manualClock()
+  const crawling = fakeOrigin({ '/a.jpg': { data } })
+  const peers3 = heldPeers(data)
+  const acq3 = new W.fetcher.Acquisition(m, all, { scheduler: new W.scheduler.Scheduler({ clock: clock3 }), fetch: crawling.fetchFn, url: `${ORIGIN}/a.jpg`, source: peers3, deadlineMs: 100 })
+  await acq3.start()
+  for (const i of [0, 1, 2, 3]) {
+    clock3.advance(90)
+    peers3.deliver(i)
+    await until(() => acq3.settled.has(i), `piece ${i}`)
+  }
+  clock3.advance(90) // 450 ms: past the 400 ms limit
+  await until(() => all.every((i) => acq3.settled.has(i)), 'the rest from the origin')
+  assert.equal(crawling.log.bytes, 4 * PIECE, 'the four pieces left came from the origin')
+  assert.equal(acq3.originWhy['peers-too-slow'], 4)
 })
 
 test('a resource nobody else holds is fetched whole, as the browser would; a part of one by Range', async () => {
