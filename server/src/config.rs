@@ -91,6 +91,43 @@ pub struct ServeArgs {
     /// likely open next (0: no prefetch). Never from the origin.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_PREFETCH_BUDGET)]
     pub prefetch_budget: u64,
+
+    // Connectivity (README "Connectivity"; the checks live in ice.rs).
+    /// Answer STUN binding requests on this UDP address (default: the same
+    /// IP and port number as --listen; with port 0 a free UDP port is picked
+    /// and printed as `stun listening on udp://ADDR:PORT`). `join` names it
+    /// first in `ice_servers`, with the host the page used.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_stun")]
+    pub stun: Option<SocketAddr>,
+    /// Do not answer STUN (then give visitors a STUN server with --ice-server).
+    #[arg(long)]
+    pub no_stun: bool,
+    /// Another ICE server for `join` (repeatable): stun:HOST:PORT, or a TURN
+    /// server with fixed credentials, turn:USER:PASSWORD@HOST:PORT (or turns:).
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+    /// A TURN server (coturn with use-auth-secret) for which `join` hands each
+    /// peer a credential valid 24 h (repeatable: turn:HOST:3478?transport=udp,
+    /// turns:HOST:5349). Needs --turn-secret.
+    #[arg(long = "turn-url", value_name = "URL")]
+    pub turn_urls: Vec<String>,
+    /// The secret shared with coturn (its static-auth-secret). Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        value_name = "S",
+        env = "WHIS_TURN_SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// Privacy mode: visitors connect only through TURN relays, so no peer
+    /// learns another's IP address (`ice_transport_policy: "relay"`). Needs TURN.
+    #[arg(long)]
+    pub relay_only: bool,
+    /// Most bytes a visitor on a cellular connection uploads to other
+    /// visitors per page (0: none). Visitors asking to save data never upload.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub metered_upload: u64,
 }
 
 /// Default prefetch budget per page view: a few next pages of an ordinary site.
@@ -137,11 +174,14 @@ pub struct Config {
     pub sse_queue: usize,
     pub keep_alive: Duration,
     pub heartbeat_timeout: Duration,
-    /// ICE server URLs handed to peers in the join answer (see `ice`).
-    pub ice_servers: Vec<String>,
     pub workers: WorkerSettings,
     pub prefer: Prefer,
     pub prefetch_budget: u64,
+    /// STUN, ICE servers, TURN, relay-only (see ice.rs).
+    pub ice: crate::ice::IceSettings,
+    /// Upload cap per page for visitors on cellular connections (`join`'s
+    /// `metered_upload_bytes`).
+    pub metered_upload: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +209,6 @@ impl Config {
             sse_queue: 256,
             keep_alive: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(45),
-            ice_servers: Vec::new(),
             prefer: Prefer::Offload,
             prefetch_budget: DEFAULT_PREFETCH_BUDGET,
             workers: WorkerSettings {
@@ -178,6 +217,11 @@ impl Config {
                 max_workers: default_max_workers(),
                 profile_dir: None,
             },
+            ice: crate::ice::IceSettings {
+                stun: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                ..Default::default()
+            },
+            metered_upload: 0,
         }
     }
 }
@@ -232,7 +276,17 @@ impl ServeArgs {
                 return Err(format!("--root {} is not a directory", root.display()));
             }
         }
+        let stun = (!self.no_stun).then(|| self.stun.unwrap_or(self.listen));
+        let ice = crate::ice::IceSettings::from_flags(
+            stun,
+            &self.ice_servers,
+            &self.turn_urls,
+            self.turn_secret,
+            self.relay_only,
+        )?;
         let mut cfg = Config::for_root(PathBuf::new());
+        cfg.ice = ice;
+        cfg.metered_upload = self.metered_upload;
         cfg.listen = self.listen;
         cfg.origin = origin;
         cfg.piece_size = self.piece_size;

@@ -19,7 +19,7 @@
 //!    `counted`.
 //! 2. **Services** — each owns one piece of mutable state:
 //!    `relay` (the hub and the live streams), `manifests`, `workers` (the
-//!    handle), `history`.
+//!    handle), `history`, `stun` (the STUN socket and its counters).
 //! 3. **State** — `state`: `AppState` composes the services.
 //! 4. **Edges** — HTTP handlers and background tasks, which reach the
 //!    services through `AppState`: `signaling`, `origin`, `routes`,
@@ -40,6 +40,7 @@ pub mod upstream;
 pub mod history;
 pub mod manifests;
 pub mod relay;
+pub mod stun;
 pub mod workers;
 // 3. State
 pub mod state;
@@ -66,6 +67,8 @@ pub use state::AppState;
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where whis answers STUN (UDP), unless it was turned off.
+    pub stun_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     handle: actix_web::dev::ServerHandle,
     server: JoinHandle<std::io::Result<()>>,
@@ -179,6 +182,10 @@ async fn count_own(
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let listener = std::net::TcpListener::bind(config.listen)?;
     let addr = listener.local_addr()?;
+    let stun_socket = match config.ice.stun {
+        Some(at) if !config.origin_only => Some(stun::bind(at)?),
+        _ => None,
+    };
     let chromium = if config.workers.enabled {
         let found = browser::find_chromium(config.workers.chromium.as_deref());
         if found.is_none() {
@@ -193,6 +200,13 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     };
     let workers = workers::WorkerHandle::new(chromium.is_some());
     let state = AppState::new(config, workers);
+    let stun_addr = match &stun_socket {
+        Some(s) => Some(s.local_addr()?),
+        None => None,
+    };
+    if let Some(bound) = stun_addr {
+        state.set_stun_addr(bound);
+    }
     // Workers and prerender reach the server on loopback even if it listens on 0.0.0.0.
     let reach = if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -314,6 +328,9 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
             state.workers.clone(),
         )));
     }
+    if let Some(socket) = stun_socket {
+        background.push(tokio::spawn(stun::serve(socket, Arc::clone(&state.stun))));
+    }
     let supervisor = chromium.map(|chromium| {
         let profile_root =
             state.config.workers.profile_dir.clone().unwrap_or_else(|| {
@@ -338,6 +355,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     });
     Ok(Running {
         addr,
+        stun_addr,
         state,
         handle,
         server,
@@ -362,6 +380,7 @@ mod tests {
         ("history", 2),
         ("manifests", 2),
         ("relay", 2),
+        ("stun", 2),
         ("workers", 2),
         ("state", 3),
         ("assets", 4),

@@ -23,6 +23,9 @@ async fn main() -> std::process::ExitCode {
         Ok(running) => {
             // One line, exactly this shape: scripts and tests read the port from it.
             println!("listening on {}", running.url());
+            if let Some(stun) = running.stun_addr {
+                println!("stun listening on udp://{stun}");
+            }
             running.until_signal().await;
             std::process::ExitCode::SUCCESS
         }

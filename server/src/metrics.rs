@@ -150,6 +150,16 @@ pub fn render(state: &AppState) -> String {
         "Manifests hashed (once per resource version)",
         ConstCounter::new(state.manifests.computed()),
     );
+    r.register(
+        "whis_stun_answered",
+        "STUN binding requests answered",
+        ConstCounter::new(state.stun.answered()),
+    );
+    r.register(
+        "whis_stun_dropped",
+        "Datagrams on the STUN port dropped unanswered, by reason",
+        labelled("reason", &state.stun.dropped()),
+    );
     let mut out = String::with_capacity(4096);
     encode(&mut out, &r).expect("writing to a String cannot fail");
     out

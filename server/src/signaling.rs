@@ -7,7 +7,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::Header as _;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -67,6 +67,8 @@ struct JoinAnswer {
     swarm_id: String,
     role: Role,
     ice_servers: Vec<IceServer>,
+    /// `"relay"` (`--relay-only`) or `"all"`: the agent's `iceTransportPolicy`.
+    ice_transport_policy: &'static str,
     peers: Vec<PeerId>,
     worker: Option<PeerId>,
     heartbeat_ms: u128,
@@ -74,13 +76,16 @@ struct JoinAnswer {
     policy: Policy,
 }
 
-/// The operator's choices the agent follows (`--prefer`).
+/// The operator's choices the agent follows (`--prefer`, `--metered-upload`).
 #[derive(Serialize)]
 struct Policy {
     prefer: &'static str,
+    /// Most bytes a visitor on a cellular connection uploads per page.
+    metered_upload_bytes: u64,
 }
 
 pub async fn join(
+    req: HttpRequest,
     body: web::Json<JoinBody>,
     state: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -127,8 +132,21 @@ pub async fn join(
         joined.role.as_str()
     );
     state.workers.swarms_changed();
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let ice = &state.config.ice;
     Ok(no_store().json(JoinAnswer {
-        ice_servers: ice::for_join(&state.config),
+        ice_servers: ice::for_join(
+            ice,
+            state.stun_addr(),
+            host,
+            &joined.peer_id,
+            SystemTime::now(),
+        ),
+        ice_transport_policy: ice.transport_policy(),
         heartbeat_ms: joined.heartbeat_interval.as_millis(),
         max_connections: joined.max_connections,
         peer_id: joined.peer_id,
@@ -139,6 +157,7 @@ pub async fn join(
         worker: joined.worker,
         policy: Policy {
             prefer: state.config.prefer.as_str(),
+            metered_upload_bytes: state.config.metered_upload,
         },
     }))
 }

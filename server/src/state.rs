@@ -2,6 +2,7 @@
 //! one piece of mutable state; nothing below this module knows `AppState`,
 //! and handlers and background tasks reach the services only through it.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use crate::counted::Metrics;
 use crate::history::OffloadHistory;
 use crate::manifests::ManifestService;
 use crate::relay::Signaling;
+use crate::stun::StunCounters;
 use crate::workers::WorkerHandle;
 
 /// Offload samples kept for the dashboard: an hour at one per 5 s.
@@ -33,6 +35,10 @@ pub struct AppState {
     pub offload_history: OffloadHistory,
     /// What each page uses and where its visitors go next (prefetch plans).
     pages: Mutex<PageGraph>,
+    /// Where whis answers STUN (UDP), once bound; `join` names its port.
+    stun_addr: OnceLock<SocketAddr>,
+    /// STUN datagrams answered and dropped (the STUN task counts them).
+    pub stun: Arc<StunCounters>,
 }
 
 impl AppState {
@@ -48,6 +54,8 @@ impl AppState {
             base_url: OnceLock::new(),
             offload_history: OffloadHistory::new(HISTORY_SAMPLES),
             pages: Mutex::new(PageGraph::new(Default::default())),
+            stun_addr: OnceLock::new(),
+            stun: Arc::default(),
         })
     }
 
@@ -60,6 +68,15 @@ impl AppState {
             .get()
             .map(String::as_str)
             .unwrap_or("http://127.0.0.1")
+    }
+
+    pub fn set_stun_addr(&self, addr: SocketAddr) {
+        let _ = self.stun_addr.set(addr);
+    }
+
+    /// Where whis answers STUN, if it does.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr.get().copied()
     }
 
     /// The page graph (brief updates and reads; never held across an await).

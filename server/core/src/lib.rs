@@ -21,7 +21,9 @@ pub mod manifest;
 pub mod manifest_cache;
 pub mod pages;
 pub mod path;
+pub mod stun;
 pub mod supervisor;
 pub mod ttl;
+pub mod turn;
 
 pub use error::CoreError;
