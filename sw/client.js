@@ -17,6 +17,9 @@
   if (window.whis || window.__whisNoAgent) return
   const script = document.currentScript
   const ownSw = script && script.dataset ? script.dataset.sw : undefined
+  // data-relay="only": this page's visitors reach peers only through a TURN
+  // relay, so no peer learns their address (no relay: they share nothing).
+  const relayOnly = !!(script && script.dataset && script.dataset.relay === 'only')
   // How long data-whis-src waits for the service worker before the origin
   // gets the request directly. A busy origin is exactly when installing the
   // worker is slow and when waiting for it pays off most.
@@ -161,13 +164,23 @@
   async function runAgent () {
     await lib
     const store = await W.store.openStore()
-    agent = new W.Agent({ store, scope: '/' })
+    agent = new W.Agent({ store, scope: '/', relayOnly })
     // The agent of the page this tab showed before may still be listed by
     // the tracker for a moment: it is us, not a peer.
     try { agent.core.formerSelf(sessionStorage.getItem('whis-peer')) } catch (_) {}
-    // A data-saving visitor fetches through Whis but uploads nothing.
+    // A data-saving visitor fetches through Whis but uploads nothing; one on
+    // a cellular link uploads at most what the operator allows (the join
+    // answer's policy; nothing until it is known).
     const conn = navigator.connection
-    if (conn && conn.saveData) agent.setServing(false)
+    const uploads = () => {
+      const rule = W.agentCore.uploadRule(conn, agent.policy)
+      agent.setServing(rule.serving)
+      agent.setUploadCap(rule.cap)
+      if (rule.why) timeline.uploads = rule.why
+      else delete timeline.uploads
+    }
+    uploads()
+    if (conn && conn.addEventListener) conn.addEventListener('change', uploads)
     agent.on((type, d) => {
       if (type === 'peers' && d.count > 0) mark('firstPeerOpen')
       if ((type === 'peers' || type === 'joined') && port) port.postMessage(W.messages.make('status', { peers: agent.openCount(), settling: agent.settling(), policy: agent.policy }))
@@ -184,6 +197,8 @@
     })
     await agent.start()
     mark('joined')
+    uploads()
+    if (agent.noSharing) timeline.noSharing = agent.noSharing
     // What this page's own requests stored before the agent was bridged.
     if (document.readyState === 'complete') agent.syncHoldings()
     else addEventListener('load', () => agent.syncHoldings(), { once: true })

@@ -61,6 +61,8 @@
       this.unreachable = new Set() // peers we gave up on: the tracker hears of them
       this.history = []
       this.serving = true
+      this.uploadCap = null // bytes we may still promise to serve in all; null: no limit
+      this.uploaded = 0
       this.pendingJoin = false
       this.nextSid = 1
       this.out = []
@@ -98,6 +100,9 @@
 
     /** Whether we serve pieces at all (a data-saving visitor does not). */
     setServing (on) { this.serving = !!on }
+
+    /** Most bytes we serve in all (a visitor on a metered link); null: no limit. */
+    setUploadCap (bytes) { this.uploadCap = bytes === null ? null : Math.max(0, Number(bytes) || 0) }
 
     /** A verified piece is ours now: tell every open link. False if we had it. */
     stored (now, id, index, path, count) {
@@ -260,9 +265,11 @@
           break
         case 'request': {
           const h = this.holdings.get(msg.id)
-          if (!this.serving || !h || !h.have.has(msg.piece) || msg.length === 0) {
+          const overCap = this.uploadCap !== null && this.uploaded + msg.length > this.uploadCap
+          if (!this.serving || overCap || !h || !h.have.has(msg.piece) || msg.length === 0) {
             this._send(remote, wire.reject(msg.id, msg.piece, msg.offset, msg.length))
           } else {
+            this.uploaded += msg.length
             this.out.push({ cmd: 'serve', to: remote, id: msg.id, piece: msg.piece, offset: msg.offset, length: msg.length })
           }
           break
@@ -499,6 +506,22 @@
     _peers () { this.out.push({ cmd: 'peers', count: this.openCount() }) }
   }
 
+  /**
+   * What a visitor uploads, from what its browser says of its link
+   * (`navigator.connection`, where there is one) and the operator's policy
+   * (the join answer's `policy.metered_upload_bytes`): nothing when it asks
+   * to save data, at most that many bytes per page on a cellular link.
+   * @returns {{serving: boolean, cap: number|null, why: string|null}}
+   */
+  function uploadRule (conn, policy) {
+    if (conn && conn.saveData) return { serving: false, cap: 0, why: 'save-data: uploads nothing' }
+    if (conn && conn.type === 'cellular') {
+      const cap = Math.max(0, Number(policy && policy.metered_upload_bytes) || 0)
+      return { serving: cap > 0, cap, why: `cellular: uploads at most ${cap} bytes` }
+    }
+    return { serving: true, cap: null, why: null }
+  }
+
   W.AgentCore = AgentCore
-  W.agentCore = { AgentCore, DEFAULTS }
+  W.agentCore = { AgentCore, DEFAULTS, uploadRule }
 })(globalThis.Whis = globalThis.Whis || {})

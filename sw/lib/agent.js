@@ -16,6 +16,11 @@
     ? { now: () => performance.now(), setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) }
     : W.scheduler.clock
 
+  /** Whether some ICE server is a TURN relay (`turn:` or `turns:`). */
+  function hasTurn (servers) {
+    return servers.some((s) => s && [].concat(s.urls || []).some((u) => /^turns?:/.test(String(u))))
+  }
+
   class Agent {
     /**
      * @param {{base?: string, scope?: string, role?: string, secret?: string, swarm?: string,
@@ -33,6 +38,10 @@
       this.clock = opts.clock || pageClock
       this.ES = opts.EventSource || globalThis.EventSource
       this.RTC = opts.RTCPeerConnection
+      // The page asked that peers never learn our address (data-relay="only").
+      this.relayOnly = !!opts.relayOnly
+      /** Why this agent shares nothing, if it does not (for the timeline). */
+      this.noSharing = null
       this.core = new W.AgentCore({ role: this.role })
       this.links = new Map() // remote → PeerLink
       this.outbox = new Map() // remote → the last signal on its way (signals go in order)
@@ -80,8 +89,17 @@
       this.token = j.token
       this.swarmId = j.swarm_id
       this.iceConfig = { iceServers: Array.isArray(j.ice_servers) ? j.ice_servers : [] }
-      if (j.ice_transport_policy === 'relay') this.iceConfig.iceTransportPolicy = 'relay'
+      const relay = j.ice_transport_policy === 'relay' || this.relayOnly
+      if (relay) this.iceConfig.iceTransportPolicy = 'relay'
       this.policy = j.policy && typeof j.policy === 'object' ? j.policy : {}
+      if (relay && !hasTurn(this.iceConfig.iceServers)) {
+        // Privacy without a relay to keep it: share nothing rather than
+        // reveal our address. Every piece goes to the origin at once.
+        this.noSharing = 'relay only, and the server offers no TURN relay'
+        this._run((c, now) => c.joinFailed(now))
+        this.fetch(`${this.base}/whis/leave?token=${encodeURIComponent(this.token)}`, { method: 'POST' }).catch(() => {})
+        return j
+      }
       this.heartbeatMs = j.heartbeat_ms || 15000
       this._openEvents()
       this._run((c, now) => c.joined(now, j.peer_id, { maxConnections: j.max_connections, workerId: j.worker, peers: j.peers || [] }))
@@ -274,6 +292,9 @@
     /** Serve pieces to others or not (a data-saving visitor does not). */
     setServing (on) { this.core.setServing(on) }
 
+    /** Most bytes served to others from now on, in all (null: no limit). */
+    setUploadCap (bytes) { this.core.setUploadCap(bytes) }
+
     // ---- the server ----------------------------------------------------------
 
     /**
@@ -291,7 +312,7 @@
 
     /** Tell the server what we hold and want, and the byte counts since last time. */
     async announce () {
-      if (!this.token || this.closed) return
+      if (!this.token || this.closed || this.noSharing) return
       // Every few beats, what the store holds that we do not know of yet.
       if (Date.now() - this.synced > 10000) { this.synced = Date.now(); await this.syncHoldings() }
       const p = this.pending
