@@ -95,3 +95,32 @@ test('announce tells the tracker of peers whose links were given up', async () =
   assert.deepEqual(server.posts.filter((p) => p.path === '/whis/announce').pop().body.unreachable, [], 'said once')
   agent.leave()
 })
+
+test('asked to use relays only, with no TURN server offered, the agent shares nothing and says why', async () => {
+  const posts = []
+  const answer = { peer_id: 'pme', token: 't', swarm_id: 's1', role: 'visitor', ice_servers: [{ urls: 'stun:example.org:3478' }], ice_transport_policy: 'all', peers: ['pother'], worker: null, policy: {} }
+  const fetch = async (url, init) => {
+    posts.push(url)
+    return { ok: true, status: 200, json: async () => answer }
+  }
+  const agent = new W.Agent({ store: new W.store.MemoryStore(), fetch, relayOnly: true, EventSource: function () { throw new Error('no stream expected') }, RTCPeerConnection: FakePC })
+  await agent.start()
+  assert.equal(agent.noSharing, 'relay only, and the server offers no TURN relay')
+  assert.equal(agent.iceConfig.iceTransportPolicy, 'relay')
+  assert.equal(agent.links.size, 0, 'no link to the suggested peer')
+  assert.ok(posts.some((u) => u.startsWith('/whis/leave?token=t')), 'it left the swarm')
+  const misses = []
+  agent.want(INFO, [0, 1], { onPiece () {}, onMiss: (i) => misses.push(i) })
+  assert.deepEqual(misses, [0, 1], 'every piece goes to the origin at once')
+  agent.leave()
+})
+
+test('with a TURN server offered, a relay-only agent links through it', async () => {
+  const answer = { peer_id: 'pme', token: 't', swarm_id: 's1', role: 'visitor', ice_servers: [{ urls: ['turn:example.org:3478'], username: 'u', credential: 'c' }], ice_transport_policy: 'relay', peers: [], worker: null, policy: {} }
+  const fetch = async () => ({ ok: true, status: 200, json: async () => answer })
+  const agent = new W.Agent({ store: new W.store.MemoryStore(), fetch, EventSource: FakeES, RTCPeerConnection: FakePC })
+  await agent.start()
+  assert.equal(agent.noSharing, null)
+  assert.equal(agent.iceConfig.iceTransportPolicy, 'relay')
+  agent.leave()
+})
