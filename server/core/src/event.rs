@@ -115,6 +115,12 @@ pub enum ServerEvent {
     Hot {
         resources: Vec<HotResource>,
     },
+    /// The server is stopping (a restart): this stream ends now; open it
+    /// again after about `retry_ms` (spread by the client), with the same
+    /// token. Links between peers do not need the server and stay open.
+    GoingAway {
+        retry_ms: u64,
+    },
 }
 
 /// The SSE `event:` name of a [`ServerEvent`].
@@ -127,6 +133,7 @@ pub enum EventKind {
     WorkerDown,
     WorkerUp,
     Hot,
+    GoingAway,
 }
 
 impl EventKind {
@@ -139,6 +146,7 @@ impl EventKind {
             EventKind::WorkerDown => "worker-down",
             EventKind::WorkerUp => "worker-up",
             EventKind::Hot => "hot",
+            EventKind::GoingAway => "going-away",
         }
     }
 }
@@ -153,6 +161,7 @@ impl ServerEvent {
             ServerEvent::WorkerDown { .. } => EventKind::WorkerDown,
             ServerEvent::WorkerUp { .. } => EventKind::WorkerUp,
             ServerEvent::Hot { .. } => EventKind::Hot,
+            ServerEvent::GoingAway { .. } => EventKind::GoingAway,
         }
     }
 }
@@ -241,6 +250,11 @@ mod tests {
                 },
                 "hot",
                 r#"{"resources":[{"path":"/a b.jpg","id":"ab"}]}"#,
+            ),
+            (
+                ServerEvent::GoingAway { retry_ms: 2000 },
+                "going-away",
+                r#"{"retry_ms":2000}"#,
             ),
         ];
         for (event, kind, data) in shapes {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::event::{Event, EventKind, HotResource, Role, ServerEvent, SignalData};
 use crate::manifest::is_resource_id;
+use crate::token::TokenKey;
 use crate::CoreError;
 
 /// Peer ids are short public names; tokens are secrets known only to their peer.
@@ -47,6 +48,10 @@ pub struct HubConfig {
     pub max_have_per_peer: usize,
     /// Resources a swarm remembers as hot.
     pub max_resources_per_swarm: usize,
+    /// Signs visitors' tokens; a visitor whose token another process signed
+    /// with the same secret is taken back (see [`Hub::authenticate`]).
+    /// `None`: tokens are the caller's random secrets, known only here.
+    pub token_key: Option<TokenKey>,
 }
 
 impl Default for HubConfig {
@@ -62,6 +67,7 @@ impl Default for HubConfig {
             worker_connections: 24,
             max_have_per_peer: 4096,
             max_resources_per_swarm: 1024,
+            token_key: None,
         }
     }
 }
@@ -171,6 +177,8 @@ pub struct Counters {
     pub bytes: ByteCounts,
     pub pieces_verified: u64,
     pub pieces_rejected: u64,
+    /// Visitors taken back from a token another process signed (a restart).
+    pub resumed: u64,
 }
 
 /// A swarm as the dashboard and the worker supervisor see it.
@@ -204,6 +212,9 @@ struct Peer {
     /// Peers that reported they could not reach this one (at most
     /// UNREACHABLE_BY_ALL are kept: that many and it is suggested to nobody).
     unreached_by: HashSet<PeerId>,
+    /// Taken back from another process's token and not streamed since: its
+    /// client's `Last-Event-ID` counts that process's events.
+    resumed: bool,
 }
 
 #[derive(Debug)]
@@ -311,10 +322,17 @@ impl Hub {
             .filter(|id| is_resource_id(id))
             .cloned()
             .collect();
+        let token = match &self.cfg.token_key {
+            Some(key) => key.sign(role, &ids.peer_id, &swarm_id, &req.scope),
+            None => ids.token,
+        };
+        if self.tokens.contains_key(&token) {
+            return Err(CoreError::Collision);
+        }
         self.peers.insert(
             ids.peer_id.clone(),
             Peer {
-                token: ids.token.clone(),
+                token: token.clone(),
                 swarm: swarm_id.clone(),
                 role,
                 last_seen: now,
@@ -326,9 +344,10 @@ impl Hub {
                 recent_bytes: 0,
                 cannot_reach: HashSet::new(),
                 unreached_by: HashSet::new(),
+                resumed: false,
             },
         );
-        self.tokens.insert(ids.token.clone(), ids.peer_id.clone());
+        self.tokens.insert(token.clone(), ids.peer_id.clone());
         let swarm = self
             .swarms
             .get_mut(&swarm_id)
@@ -371,7 +390,7 @@ impl Hub {
         self.debug_check();
         Ok(Joined {
             peer_id: ids.peer_id,
-            token: ids.token,
+            token,
             swarm_id,
             role,
             peers,
@@ -383,7 +402,17 @@ impl Hub {
     }
 
     /// The peer a token belongs to; counts as a heartbeat.
+    ///
+    /// A visitor's token that another process signed with this hub's secret
+    /// (this server before a restart) brings the visitor back under the same
+    /// peer id and swarm, so the links it holds stay meaningful to everyone.
+    /// A token this process issued and no longer knows (the peer left or
+    /// expired) stays refused, as does one whose swarm is full or now serves
+    /// another scope: that client joins afresh.
     pub fn authenticate(&mut self, now: Instant, token: &str) -> Result<PeerId, CoreError> {
+        if !self.tokens.contains_key(token) {
+            self.resume(now, token)?;
+        }
         let peer_id = self.tokens.get(token).ok_or(CoreError::InvalidToken)?;
         let peer = self
             .peers
@@ -391,6 +420,59 @@ impl Hub {
             .expect("every token maps to a live peer");
         peer.last_seen = now;
         Ok(peer_id.clone())
+    }
+
+    fn resume(&mut self, now: Instant, token: &str) -> Result<(), CoreError> {
+        let key = self.cfg.token_key.as_ref().ok_or(CoreError::InvalidToken)?;
+        let claims = key.verify(token).ok_or(CoreError::InvalidToken)?;
+        if claims.boot == key.boot()
+            || claims.role != Role::Visitor
+            || self.peers.contains_key(&claims.peer_id)
+            || validate_scope(&claims.scope).is_err()
+        {
+            return Err(CoreError::InvalidToken);
+        }
+        if self.peers.len() >= self.cfg.max_peers {
+            return Err(CoreError::ServerFull(self.cfg.max_peers));
+        }
+        match self.swarms.get(&claims.swarm_id) {
+            Some(s) if s.scope != claims.scope || s.visitors.len() >= self.cfg.peers_per_swarm => {
+                return Err(CoreError::InvalidToken)
+            }
+            Some(_) => {}
+            None => {
+                self.swarms
+                    .insert(claims.swarm_id.clone(), Swarm::new(&claims.scope));
+            }
+        }
+        let swarm = self
+            .swarms
+            .get_mut(&claims.swarm_id)
+            .expect("found or inserted above");
+        swarm.visitors.push(claims.peer_id.clone());
+        swarm.idle_since = None;
+        self.peers.insert(
+            claims.peer_id.clone(),
+            Peer {
+                token: token.to_string(),
+                swarm: claims.swarm_id,
+                role: Role::Visitor,
+                last_seen: now,
+                streams_open: 0,
+                streamed: false,
+                have: HashSet::new(),
+                next_event_id: 1,
+                recent: VecDeque::new(),
+                recent_bytes: 0,
+                cannot_reach: HashSet::new(),
+                unreached_by: HashSet::new(),
+                resumed: true,
+            },
+        );
+        self.tokens.insert(token.to_string(), claims.peer_id);
+        self.counters.resumed += 1;
+        self.debug_check();
+        Ok(())
     }
 
     /// Relay `data` from the token's peer to `to`, same swarm only.
@@ -518,6 +600,19 @@ impl Hub {
         let peer = self.peers.get_mut(&me).expect("authenticated peer exists");
         peer.streams_open += 1;
         peer.streamed = true;
+        let mut last_event_id = last_event_id;
+        if std::mem::take(&mut peer.resumed) {
+            // The client counts the former process's events: what was queued
+            // here since goes out numbered after its last one, and so does
+            // everything later, so its next resume point stays right.
+            let mut next = last_event_id.unwrap_or(0) + 1;
+            for e in peer.recent.iter_mut() {
+                e.id = Some(next);
+                next += 1;
+            }
+            peer.next_event_id = next;
+            last_event_id = None;
+        }
         let hello = Event::new(
             None,
             &ServerEvent::Hello {
@@ -668,18 +763,14 @@ impl Hub {
         if let Some(id) = room {
             return id;
         }
-        let id = format!("s{}", self.next_swarm);
+        // Resumed swarms keep their former ids: skip those.
+        let mut id = format!("s{}", self.next_swarm);
+        while self.swarms.contains_key(&id) {
+            self.next_swarm += 1;
+            id = format!("s{}", self.next_swarm);
+        }
         self.next_swarm += 1;
-        self.swarms.insert(
-            id.clone(),
-            Swarm {
-                scope: scope.to_string(),
-                visitors: Vec::new(),
-                worker: None,
-                resources: BTreeMap::new(),
-                idle_since: None,
-            },
-        );
+        self.swarms.insert(id.clone(), Swarm::new(scope));
         id
     }
 
@@ -799,6 +890,18 @@ impl Hub {
             self.peers.len(),
             "every peer is in exactly one swarm"
         );
+    }
+}
+
+impl Swarm {
+    fn new(scope: &str) -> Swarm {
+        Swarm {
+            scope: scope.to_string(),
+            visitors: Vec::new(),
+            worker: None,
+            resources: BTreeMap::new(),
+            idle_since: None,
+        }
     }
 }
 

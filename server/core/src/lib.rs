@@ -23,6 +23,7 @@ pub mod pages;
 pub mod path;
 pub mod stun;
 pub mod supervisor;
+pub mod token;
 pub mod ttl;
 pub mod turn;
 

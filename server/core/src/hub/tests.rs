@@ -628,3 +628,140 @@ fn the_join_answer_carries_the_configured_budgets() {
     assert_eq!(kinds_for(&left.deliveries, &w.peer_id), ["peer-left"]);
     sim.hub.check();
 }
+
+/// A hub that signs tokens with `secret`, as the process `boot`.
+fn signing(secret: &[u8], boot: &str, peers_per_swarm: usize) -> Sim {
+    Sim::new(HubConfig {
+        peers_per_swarm,
+        token_key: Some(TokenKey::new(secret, boot)),
+        ..HubConfig::default()
+    })
+}
+
+#[test]
+fn a_restarted_hub_takes_visitors_back_from_their_signed_tokens() {
+    let mut before = signing(b"site secret", "bootA", 30);
+    let a = before.join("/");
+    let b = before.join("/");
+    assert!(a.token.starts_with("w1.bootA.v."), "{}", a.token);
+    // The restart: a new process, the same secret, nothing remembered.
+    let mut after = signing(b"site secret", "bootB", 30);
+    after.n = 100;
+    let now = after.now;
+    // b comes back by announcing; a's signal reaches it under its old id.
+    let (answer, _) = after
+        .hub
+        .announce(now, &b.token, Announce::default())
+        .expect("b is taken back");
+    assert!(answer.peers.is_empty(), "a is not back yet");
+    let start = after
+        .hub
+        .stream_opened(now, &a.token, Some(12))
+        .expect("a is taken back by its stream");
+    assert_eq!(start.peer_id, a.peer_id);
+    let d = after
+        .hub
+        .signal(now, &a.token, &b.peer_id, sig(r#"{"n":1}"#))
+        .expect("same swarm, same ids");
+    assert_eq!(d.to, b.peer_id);
+    // b's client last saw event 40 of the former process: what was queued
+    // since goes out after it, and so does what comes next.
+    let b_start = after
+        .hub
+        .stream_opened(now, &b.token, Some(40))
+        .expect("b streams");
+    let ids: Vec<Option<u64>> = b_start.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [None, Some(41)]);
+    let next = after
+        .hub
+        .signal(now, &a.token, &b.peer_id, sig(r#"{"n":2}"#))
+        .expect("relay");
+    assert_eq!(next.event.id, Some(42));
+    // A later reconnect resumes from the new numbering as usual.
+    let again = after
+        .hub
+        .stream_opened(now, &b.token, Some(41))
+        .expect("reconnect");
+    assert_eq!(
+        again.events.iter().filter_map(|e| e.id).collect::<Vec<_>>(),
+        [42]
+    );
+    // A newcomer lands in the same swarm and is offered the resumed peers.
+    let c = after.join("/");
+    assert_eq!(c.swarm_id, a.swarm_id);
+    assert!(c.peers.contains(&a.peer_id) && c.peers.contains(&b.peer_id));
+    assert_eq!(after.hub.counters().resumed, 2);
+    after.hub.check();
+}
+
+#[test]
+fn tokens_that_must_not_come_back_are_refused() {
+    let mut before = signing(b"site secret", "bootA", 2);
+    let v1 = before.join("/");
+    let v2 = before.join("/");
+    let w = before.join_worker(&v1.swarm_id);
+    let mut after = signing(b"site secret", "bootB", 2);
+    let now = after.now;
+    // A worker's token: its browser belonged to the former process.
+    assert_eq!(
+        after.hub.authenticate(now, &w.token),
+        Err(CoreError::InvalidToken)
+    );
+    // Another secret, or none, knows nothing of these tokens.
+    let mut stranger = signing(b"another secret", "bootC", 2);
+    assert_eq!(
+        stranger.hub.authenticate(now, &v1.token),
+        Err(CoreError::InvalidToken)
+    );
+    let mut plain = Sim::new(HubConfig::default());
+    assert_eq!(
+        plain.hub.authenticate(now, &v1.token),
+        Err(CoreError::InvalidToken)
+    );
+    // The swarm id now serves another scope: rejoin instead.
+    after.n = 100;
+    let newcomer = after.join("/blog/");
+    assert_eq!(newcomer.swarm_id, v1.swarm_id, "s1 is taken afresh");
+    assert_eq!(
+        after.hub.authenticate(now, &v1.token),
+        Err(CoreError::InvalidToken)
+    );
+    // A full swarm takes nobody back.
+    let mut crowded = signing(b"site secret", "bootE", 1);
+    crowded.hub.authenticate(now, &v1.token).expect("v1 back");
+    assert_eq!(
+        crowded.hub.authenticate(now, &v2.token),
+        Err(CoreError::InvalidToken),
+        "v1 holds the one place of s1"
+    );
+    // A token of this very process that it no longer knows (the peer left)
+    // stays refused.
+    let left = crowded.hub.leave(now, &v1.token).expect("leave");
+    assert_eq!(left.peer_id, v1.peer_id);
+    let mine = crowded.join("/");
+    crowded.hub.leave(now, &mine.token).expect("leave");
+    assert_eq!(
+        crowded.hub.authenticate(now, &mine.token),
+        Err(CoreError::InvalidToken)
+    );
+    for sim in [&after, &crowded, &stranger, &plain] {
+        sim.hub.check();
+    }
+}
+
+#[test]
+fn new_swarms_skip_the_ids_resumed_swarms_hold() {
+    let mut before = signing(b"k", "bootA", 1);
+    let peers: Vec<Joined> = (0..3).map(|_| before.join("/")).collect();
+    assert_eq!(peers[2].swarm_id, "s3");
+    let mut after = signing(b"k", "bootB", 1);
+    after.n = 100;
+    let now = after.now;
+    after
+        .hub
+        .authenticate(now, &peers[1].token)
+        .expect("back to s2");
+    let fresh: Vec<String> = (0..3).map(|_| after.join("/").swarm_id).collect();
+    assert_eq!(fresh, ["s1", "s3", "s4"]);
+    after.hub.check();
+}
