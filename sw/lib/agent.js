@@ -10,6 +10,11 @@
   const HOT_BUDGET = 64 * 1024 * 1024
   /** How soon after a new piece the server hears of it (batched). */
   const ANNOUNCE_SOON_MS = 300
+  /** Event stream back-off: the first wait when the server gave none, and the longest. */
+  const RECONNECT_MS = 1000
+  const RECONNECT_MAX_MS = 60000
+  /** Holdings re-announced after a reconnect (a restarted server knows none). */
+  const REANNOUNCE_MAX = 256
 
   /** The page's clock: ms since navigation, so timelines line up with Resource Timing. */
   const pageClock = typeof performance !== 'undefined' && performance.now
@@ -110,15 +115,26 @@
     }
 
     _openEvents () {
-      const es = new this.ES(`${this.base}/whis/events?token=${encodeURIComponent(this.token)}`)
+      this.clock.clearTimeout(this.reconnectTimer)
+      this.reconnectTimer = null
+      if (this.events) this.events.close()
+      // A new EventSource cannot send Last-Event-ID: the query carries it.
+      const resume = this.lastEventId ? `&last_event_id=${encodeURIComponent(this.lastEventId)}` : ''
+      const es = new this.ES(`${this.base}/whis/events?token=${encodeURIComponent(this.token)}${resume}`)
       this.events = es
       const on = (name, fn) => es.addEventListener(name, (e) => {
+        if (e.lastEventId) this.lastEventId = e.lastEventId
         let d
         try { d = JSON.parse(e.data) } catch (_) { return /* a bad event is ignored */ }
         fn(d || {})
       })
       on('hello', (d) => { this.core.workerId = d.worker || null })
-      es.addEventListener('open', () => { if (this.stream.opened === null) this.stream.opened = Math.round(this.clock.now()) })
+      es.addEventListener('open', () => {
+        // Any reopening (ours or the browser's): the server may have restarted.
+        if (this.stream.opened === null) this.stream.opened = Math.round(this.clock.now())
+        else this._reannounce()
+        this.reconnects = 0
+      })
       on('signal', (d) => { this.stream.signalsIn++; this._onSignal(d.from, d.data) })
       on('peer-left', (d) => this._run((c, now) => c.left(now, d.peer_id)))
       on('worker-down', (d) => {
@@ -132,9 +148,45 @@
         this._emit('worker-up', d)
       })
       on('hot', (d) => this._emit('hot', d))
-      // EventSource reconnects by itself and resumes with Last-Event-ID; a
-      // stream the server refuses (our token expired) is rejoined by announce.
-      es.onerror = () => { this.stream.errors++; this._emit('events-error', {}) }
+      on('going-away', (d) => this._reconnect(Number(d.retry_ms) || RECONNECT_MS))
+      // EventSource reconnects by itself after a network error and resumes
+      // with Last-Event-ID; after an HTTP error (a front proxy's 502 while
+      // whis restarts) it gives up, and we reopen it. A stream the server
+      // refuses (our token is unknown) is rejoined by announce.
+      es.onerror = () => {
+        this.stream.errors++
+        this._emit('events-error', {})
+        if (es.readyState === 2 && this.events === es) this._reconnect(RECONNECT_MS)
+      }
+    }
+
+    /**
+     * The server is going away (a restart) or refused the stream: reopen it
+     * after `after` ms (doubling while it keeps failing, at most a minute),
+     * each wait spread over 1-2 times itself so a swarm does not return at
+     * once. Links stay open: data channels do not need the server.
+     */
+    _reconnect (after) {
+      if (this.closed || this.reconnectTimer) return
+      if (this.events) this.events.close()
+      const wait = Math.min(RECONNECT_MAX_MS, after * 2 ** Math.min(this.reconnects || 0, 6)) * (1 + Math.random())
+      this.reconnects = (this.reconnects || 0) + 1
+      this.reconnectTimer = this.clock.setTimeout(() => {
+        this.reconnectTimer = null
+        this._openEvents()
+        this.announce()
+      }, wait)
+    }
+
+    /** After a reconnect, tell the server again what we hold (a restarted one knows nothing). */
+    _reannounce () {
+      let n = 0
+      for (const [id, h] of this.core.holdings) {
+        if (n++ >= REANNOUNCE_MAX) break
+        this.pending.have.add(id)
+        if (h.path) this.pending.paths.set(id, h.path)
+      }
+      this.announce()
     }
 
     _emit (type, data) { for (const l of this.listeners) { try { l(type, data) } catch (_) {} } }
@@ -346,6 +398,9 @@
       this.rejoining = true
       try {
         if (this.events) this.events.close()
+        this.clock.clearTimeout(this.reconnectTimer)
+        this.reconnectTimer = null
+        this.lastEventId = null
         clearInterval(this.timer)
         this._run((c, now) => { for (const id of [...c.links.keys()]) c.left(now, id, CODES.REJOIN) })
         await this.start()
@@ -374,6 +429,7 @@
       this.closed = true
       clearInterval(this.timer)
       clearTimeout(this.soon)
+      this.clock.clearTimeout(this.reconnectTimer)
       this.clock.clearTimeout(this.wake)
       if (this.events) this.events.close()
       if (this.token && typeof navigator !== 'undefined' && navigator.sendBeacon) {
