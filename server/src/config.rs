@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use whis_core::hub::HubConfig;
 use whis_core::manifest::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
+use whis_core::token::TokenKey;
 
 /// Default piece size: 256 KiB. Small enough that a 300 KB image is spread over
 /// two peers and a piece crosses a data channel in a few milliseconds, large
@@ -23,13 +24,79 @@ pub const DEFAULT_PIECE_SIZE: u32 = 256 * 1024;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Read settings from this TOML file (keys are the long flag names,
+    /// e.g. `listen = "127.0.0.1:8080"`). A flag on the command line wins
+    /// over its WHIS_* environment variable, which wins over the file.
+    #[arg(long, value_name = "FILE", global = true, env = "WHIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text, env = "WHIS_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
+/// How log lines look (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a site (static root or reverse proxy) with Whis signaling, tracker,
     /// manifests and worker browsers. With no arguments: demo-site/ on 127.0.0.1:8080.
     Serve(ServeArgs),
+    /// Tell, page by page, what Whis would share on a site and why not the
+    /// rest (eligibility, sizes, headers), before adding it there.
+    CheckSite(CheckSiteArgs),
+}
+
+/// `whis check-site URL`.
+#[derive(Debug, Args, Clone)]
+pub struct CheckSiteArgs {
+    /// The site's start page, e.g. https://example.com/
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Most pages of the site to read (same-origin links from the start page on).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pages: u32,
+    /// Smallest resource worth sharing, as `whis serve --min-size`.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    pub min_size: u64,
+    /// Also trust this PEM certificate authority (a staging or self-signed site).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Running Whis for a real site: TLS, restarts (`whis serve`).
+#[derive(Debug, Args, Clone)]
+pub struct DeployArgs {
+    /// Serve HTTPS (and HTTP/2) with this PEM certificate chain; needs
+    /// --tls-key. Both files are read again on SIGHUP (a renewed certificate
+    /// needs no restart). Then prints `listening on https://ADDR:PORT`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Secret that signs visitors' tokens. With the same secret a restarted
+    /// whis takes its visitors back (same peer ids, same swarms); without
+    /// one, visitors join afresh after a restart. Prefer WHIS_CLUSTER_SECRET
+    /// or the config file to the command line, which others can read.
+    #[arg(long, value_name = "SECRET")]
+    pub cluster_secret: Option<String>,
+    /// On SIGTERM: seconds to wait for requests in flight before exiting.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+    /// On SIGTERM, visitors are told to reconnect after about this many
+    /// milliseconds (each waits 1 to 2 times it, so they do not all return at once).
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub reconnect_delay: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -128,6 +195,8 @@ pub struct ServeArgs {
     /// visitors per page (0: none). Visitors asking to save data never upload.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub metered_upload: u64,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
 }
 
 /// Default prefetch budget per page view: a few next pages of an ordinary site.
@@ -182,6 +251,60 @@ pub struct Config {
     /// Upload cap per page for visitors on cellular connections (`join`'s
     /// `metered_upload_bytes`).
     pub metered_upload: u64,
+    pub deploy: DeploySettings,
+}
+
+/// TLS, token signing and shutdown (see `DeployArgs`).
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The operator's token secret (`--cluster-secret`).
+    pub cluster_secret: Option<String>,
+    /// Signs tokens when there is no operator secret: this process only.
+    process_secret: String,
+    /// This process's name inside the tokens it signs.
+    boot: String,
+    pub shutdown_timeout: Duration,
+    pub reconnect_delay: Duration,
+}
+
+impl DeploySettings {
+    fn new() -> DeploySettings {
+        DeploySettings {
+            tls: None,
+            cluster_secret: None,
+            process_secret: crate::ids::secret(),
+            boot: crate::ids::secret()[..8].to_string(),
+            shutdown_timeout: Duration::from_secs(10),
+            reconnect_delay: Duration::from_secs(2),
+        }
+    }
+
+    /// The key visitors' tokens are signed with.
+    pub fn token_key(&self) -> TokenKey {
+        let secret = self
+            .cluster_secret
+            .as_deref()
+            .unwrap_or(&self.process_secret);
+        TokenKey::new(secret.as_bytes(), &self.boot)
+    }
+}
+
+impl DeployArgs {
+    fn into_settings(self) -> Result<DeploySettings, String> {
+        let mut d = DeploySettings::new();
+        d.tls = self.tls_cert.zip(self.tls_key);
+        if let Some(secret) = self.cluster_secret {
+            if secret.len() < 16 {
+                return Err("--cluster-secret must be at least 16 characters".into());
+            }
+            d.cluster_secret = Some(secret);
+        }
+        d.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        d.reconnect_delay = Duration::from_millis(self.reconnect_delay);
+        Ok(d)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +334,7 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(45),
             prefer: Prefer::Offload,
             prefetch_budget: DEFAULT_PREFETCH_BUDGET,
+            deploy: DeploySettings::new(),
             workers: WorkerSettings {
                 enabled: false,
                 chromium: None,
@@ -233,6 +357,7 @@ impl Config {
             peers_per_swarm: self.peers_per_swarm,
             max_peers: self.max_peers,
             heartbeat_timeout: self.heartbeat_timeout,
+            token_key: Some(self.deploy.token_key()),
             ..HubConfig::default()
         }
     }
@@ -298,6 +423,7 @@ impl ServeArgs {
         cfg.origin_only = self.origin_only;
         cfg.prefer = self.prefer;
         cfg.prefetch_budget = self.prefetch_budget;
+        cfg.deploy = self.deploy.into_settings()?;
         cfg.workers = WorkerSettings {
             enabled: !self.no_workers && !self.origin_only,
             chromium: self.chromium,

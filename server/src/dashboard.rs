@@ -93,6 +93,9 @@ pub async fn events(state: web::Data<Arc<AppState>>) -> impl actix_web::Responde
         if !first {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        if state.is_stopping() {
+            return None;
+        }
         let data = sse::Data::new(snapshot(&state, first).to_string()).event("snapshot");
         Some((sse::Event::Data(data), (state, false)))
     });

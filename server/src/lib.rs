@@ -4,8 +4,10 @@
 //! # Run loop
 //! [`start`] binds the listener, spawns the actix server and the background
 //! tasks (heartbeat expiry, manifest warm-up, dashboard samples, worker supervisor) and returns a
-//! [`Running`] handle; [`Running::stop`] closes every event stream, stops the
-//! supervisor (no Chromium is left behind) and shuts the HTTP server down.
+//! [`Running`] handle; [`Running::stop`] (what SIGTERM does) stops accepting,
+//! tells every event stream to come back later (`going-away`), waits a
+//! bounded time for requests in flight and stops the supervisor (no Chromium
+//! is left behind). SIGHUP reads the TLS certificate again.
 //! Tests start it on `127.0.0.1:0` exactly as `whis serve` does.
 //!
 //! # Layers
@@ -16,7 +18,7 @@
 //!
 //! 1. **Foundation** — plain types and helpers, no shared state:
 //!    `config`, `error`, `ids`, `ice`, `browser`, `site_files`, `upstream`,
-//!    `counted`.
+//!    `counted`; `cli` (flags, WHIS_* variables, --config), `logging`, `tls`.
 //! 2. **Services** — each owns one piece of mutable state:
 //!    `relay` (the hub and the live streams), `manifests`, `workers` (the
 //!    handle), `history`, `stun` (the STUN socket and its counters).
@@ -24,7 +26,8 @@
 //! 4. **Edges** — HTTP handlers and background tasks, which reach the
 //!    services through `AppState`: `signaling`, `origin`, `routes`,
 //!    `pages`, `assets`, `metrics`, `dashboard`, and the worker tasks
-//!    (`workers::supervise`, `workers::browser_task`, `workers::memory`).
+//!    (`workers::supervise`, `workers::browser_task`, `workers::memory`);
+//!    and `check_site`, the `whis check-site` command.
 //! 5. **Wiring** — this file: routes, middleware and tasks.
 
 // 1. Foundation
@@ -36,6 +39,10 @@ pub mod ice;
 pub mod ids;
 pub mod site_files;
 pub mod upstream;
+// 1. Foundation: running Whis for a real site
+pub mod cli;
+pub mod logging;
+pub mod tls;
 // 2. Services
 pub mod history;
 pub mod manifests;
@@ -52,6 +59,8 @@ pub mod origin;
 pub mod pages;
 pub mod routes;
 pub mod signaling;
+// 4. Edges: commands beside `serve`
+pub mod check_site;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,66 +83,79 @@ pub struct Running {
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
     supervisor: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    /// `--tls-cert`: what SIGHUP reads again.
+    pub tls: Option<Arc<tls::Certificates>>,
 }
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// Close every event stream, stop background tasks and the HTTP server.
+    /// Stop as on SIGTERM: stop accepting connections, tell every event
+    /// stream to come back after `--reconnect-delay` (`going-away`) and end
+    /// it, wait at most `--shutdown-timeout` for requests in flight, then
+    /// close the worker browsers. Data channels between visitors do not
+    /// pass through the server and keep working.
     pub async fn stop(self) {
-        self.state.signaling().close_all();
+        self.handle.pause().await;
+        let retry = self.state.config.deploy.reconnect_delay;
+        self.state.stopping();
+        self.state
+            .signaling()
+            .going_away(retry.as_millis().try_into().unwrap_or(u64::MAX));
         for task in &self.background {
             task.abort();
         }
+        self.handle.stop(true).await;
+        let _ = self.server.await;
         if let Some((stop, task)) = self.supervisor {
             let _ = stop.send(());
             let _ = task.await;
         }
-        self.handle.stop(true).await;
-        let _ = self.server.await;
     }
 
-    /// Run until SIGINT or SIGTERM, then stop gracefully.
+    /// Run until SIGINT or SIGTERM, then stop gracefully; SIGHUP reads the
+    /// TLS certificate and key again.
     pub async fn until_signal(self) {
-        wait_for_signal().await;
-        log::info!("shutting down: closing event streams and worker browsers");
+        wait_for_signal(self.tls.as_deref()).await;
+        log::info!("shutting down: telling event streams, closing worker browsers");
         self.stop().await;
     }
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(certs: Option<&tls::Certificates>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                log::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the server");
+        let (mut term, mut hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(hup)) => (term, hup),
+            (Err(e), _) | (_, Err(e)) => {
+                log::warn!("cannot listen for SIGTERM/SIGHUP ({e}); only Ctrl-C stops the server");
                 let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => match certs.map(|c| c.reload()) {
+                    Some(Ok(())) => log::info!("SIGHUP: TLS certificate and key read again"),
+                    Some(Err(e)) => log::error!("SIGHUP: {e}; still serving the certificate loaded before"),
+                    None => log::info!("SIGHUP: nothing to read again (no --tls-cert)"),
+                },
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = certs;
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Answers go out as several writes (head, then body chunks); with Nagle's
-/// algorithm on, a keep-alive connection's next small answer waits for the
-/// peer's delayed ACK (about 40 ms on Linux). Every connection sends at once.
-fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if let Err(e) = tcp.set_nodelay(true) {
-            log::debug!("TCP_NODELAY not set: {e}");
-        }
     }
 }
 
@@ -186,6 +208,16 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         Some(at) if !config.origin_only => Some(stun::bind(at)?),
         _ => None,
     };
+    // With HTTPS, the worker browsers (which cannot check the public name's
+    // certificate on loopback) reach the same app over a loopback HTTP port.
+    let tls = match &config.deploy.tls {
+        Some((cert, key)) => Some((
+            tls::Certificates::load(cert, key)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?,
+        )),
+        None => None,
+    };
     let chromium = if config.workers.enabled {
         let found = browser::find_chromium(config.workers.chromium.as_deref());
         if found.is_none() {
@@ -208,16 +240,17 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         state.set_stun_addr(bound);
     }
     // Workers and prerender reach the server on loopback even if it listens on 0.0.0.0.
-    let reach = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
+    let reach = match &tls {
+        Some((_, internal)) => internal.local_addr()?,
+        None if addr.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        None => addr,
     };
     state.set_base_url(format!("http://{reach}"));
     let app_state = web::Data::new(Arc::clone(&state));
     let origin_only = state.config.origin_only;
     let allow_origins = state.config.allow_origins.clone();
     let json = error::json_config(state.config.max_body);
+    let shutdown_timeout = state.config.deploy.shutdown_timeout.as_secs();
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(app_state.clone())
@@ -302,16 +335,29 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         )
         .default_service(web::to(origin::serve))
     })
-    .on_connect(no_delay)
-    .listen(listener)?
+    // Answers go out as several writes (head, then body chunks); with Nagle's
+    // algorithm on, a keep-alive connection's next small answer waits for the
+    // peer's delayed ACK (about 40 ms on Linux). Every connection sends at once.
+    .tcp_nodelay(true)
     .disable_signals()
-    .shutdown_timeout(5)
+    .shutdown_timeout(shutdown_timeout)
     .workers(
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .clamp(2, 8),
-    )
+    );
+    let server = match &tls {
+        Some((certs, internal)) => {
+            let config = certs
+                .server_config()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            server
+                .listen_rustls_0_23(listener, config)?
+                .listen(internal.try_clone()?)?
+        }
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     let server = tokio::spawn(server);
@@ -361,6 +407,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         server,
         background,
         supervisor,
+        tls: tls.map(|(certs, _)| certs),
     })
 }
 
@@ -377,6 +424,9 @@ mod tests {
         ("ids", 1),
         ("site_files", 1),
         ("upstream", 1),
+        ("cli", 1),
+        ("logging", 1),
+        ("tls", 1),
         ("history", 2),
         ("manifests", 2),
         ("relay", 2),
@@ -393,6 +443,8 @@ mod tests {
         ("workers/supervise", 4),
         ("workers/browser_task", 4),
         ("workers/memory", 4),
+        ("check_site", 4),
+        ("check_site/links", 4),
     ];
 
     fn layer_of(module: &str) -> u8 {

@@ -1,22 +1,31 @@
-//! `whis serve`: see `whis --help`.
+//! `whis serve` and `whis check-site`: see `whis --help`.
 
-use clap::Parser;
-use whis::config::{Cli, Command};
+use std::process::ExitCode;
+
+use whis::config::{CheckSiteArgs, Command, ServeArgs};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,actix_server=warn,whis::access=warn"),
-    )
-    .format_timestamp_millis()
-    .init();
-    let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+async fn main() -> ExitCode {
+    let cli = match whis::cli::parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("whis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    whis::logging::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::CheckSite(args) => check_site(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("whis: {e}");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
     match whis::start(config).await {
@@ -27,11 +36,38 @@ async fn main() -> std::process::ExitCode {
                 println!("stun listening on udp://{stun}");
             }
             running.until_signal().await;
-            std::process::ExitCode::SUCCESS
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("whis: cannot start: {e}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check_site(args: CheckSiteArgs) -> ExitCode {
+    // The HTTP client (awc) runs its connections on the current thread.
+    let report = tokio::task::LocalSet::new()
+        .run_until(whis::check_site::check(&args))
+        .await;
+    match report {
+        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("whis: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", whis::check_site::render_text(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("whis check-site: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix_web_lab::sse;
 use tokio::sync::mpsc;
-use whis_core::hub::{Delivery, Event, Hub, PeerId};
+use whis_core::hub::{Delivery, Event, Hub, PeerId, ServerEvent};
 
 struct StreamSlot {
     conn: u64,
@@ -21,6 +21,8 @@ pub struct Signaling {
     streams: HashMap<PeerId, StreamSlot>,
     next_conn: u64,
     sse_dropped_slow: u64,
+    /// Set once the server is stopping: the `going-away` every stream gets.
+    going_away: Option<sse::Event>,
 }
 
 impl Signaling {
@@ -30,6 +32,7 @@ impl Signaling {
             streams: HashMap::new(),
             next_conn: 0,
             sse_dropped_slow: 0,
+            going_away: None,
         }
     }
 
@@ -59,9 +62,14 @@ impl Signaling {
     }
 
     /// Register a new stream for `peer`, replacing (and so ending) an older one.
+    /// While the server stops, a new stream gets `going-away` and ends.
     pub fn attach(&mut self, peer: &str, tx: mpsc::Sender<sse::Event>) -> u64 {
         self.next_conn += 1;
         let conn = self.next_conn;
+        if let Some(bye) = &self.going_away {
+            let _ = tx.try_send(bye.clone());
+            return conn;
+        }
         self.streams
             .insert(peer.to_string(), StreamSlot { conn, tx });
         conn
@@ -83,6 +91,18 @@ impl Signaling {
     /// End every stream (graceful shutdown).
     pub fn close_all(&mut self) {
         self.streams.clear();
+    }
+
+    /// The server is stopping: tell every stream (and any that opens from
+    /// now on) to come back after `retry_ms`, then end them. A stream whose
+    /// queue is full just ends; its client reconnects all the same.
+    pub fn going_away(&mut self, retry_ms: u64) {
+        let bye = to_sse(&Event::new(None, &ServerEvent::GoingAway { retry_ms }));
+        for slot in self.streams.values() {
+            let _ = slot.tx.try_send(bye.clone());
+        }
+        self.going_away = Some(bye);
+        self.close_all();
     }
 
     pub fn open_streams(&self) -> usize {

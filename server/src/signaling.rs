@@ -165,6 +165,9 @@ pub async fn join(
 #[derive(Deserialize)]
 pub struct EventsQuery {
     token: Option<String>,
+    /// The resume point of a client that opens a new `EventSource` (which
+    /// cannot set `Last-Event-ID` itself), as after `going-away`.
+    last_event_id: Option<String>,
 }
 
 /// One peer's event stream. Dropping it (the client went away, or the server
@@ -206,6 +209,7 @@ pub async fn events(
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
+        .or(query.last_event_id.as_deref())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let (tx, rx) = mpsc::channel(state.config.sse_queue);
     let (start, conn) = {

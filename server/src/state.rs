@@ -3,6 +3,7 @@
 //! and handlers and background tasks reach the services only through it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -39,6 +40,9 @@ pub struct AppState {
     stun_addr: OnceLock<SocketAddr>,
     /// STUN datagrams answered and dropped (the STUN task counts them).
     pub stun: Arc<StunCounters>,
+    /// Set when the server begins to stop: long answers (the dashboard's
+    /// stream) end instead of holding the shutdown up.
+    stopping: AtomicBool,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
             pages: Mutex::new(PageGraph::new(Default::default())),
             stun_addr: OnceLock::new(),
             stun: Arc::default(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -77,6 +82,15 @@ impl AppState {
     /// Where whis answers STUN, if it does.
     pub fn stun_addr(&self) -> Option<SocketAddr> {
         self.stun_addr.get().copied()
+    }
+
+    /// The server begins to stop (see `Running::stop`).
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// The page graph (brief updates and reads; never held across an await).

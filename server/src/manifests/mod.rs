@@ -29,7 +29,7 @@ use fetch::{Fetch, Fetched};
 use path_locks::PathLocks;
 
 /// Largest resource hashed for a manifest (bigger ones go straight to the origin).
-const MAX_RESOURCE: u64 = 2 * 1024 * 1024 * 1024;
+pub const MAX_RESOURCE: u64 = 2 * 1024 * 1024 * 1024;
 
 pub struct ManifestService {
     origin: OriginConfig,
