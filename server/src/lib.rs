@@ -118,42 +118,62 @@ impl Running {
 
     /// Run until SIGINT or SIGTERM, then stop gracefully; SIGHUP reads the
     /// TLS certificate and key again.
-    pub async fn until_signal(self) {
-        wait_for_signal(self.tls.as_deref()).await;
+    pub async fn until_signal(self, mut signals: Signals) {
+        signals.wait(self.tls.as_deref()).await;
         log::info!("shutting down: telling event streams, closing worker browsers");
         self.stop().await;
     }
 }
 
-async fn wait_for_signal(certs: Option<&tls::Certificates>) {
+/// SIGINT, SIGTERM and SIGHUP, caught from the moment this is made: make it
+/// before telling anyone the server is up, so that an early signal does not
+/// find the default action (which ends the process at once).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut term, mut hup) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(term), Ok(hup)) => (term, hup),
-            (Err(e), _) | (_, Err(e)) => {
-                log::warn!("cannot listen for SIGTERM/SIGHUP ({e}); only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => match certs.map(|c| c.reload()) {
-                    Some(Ok(())) => log::info!("SIGHUP: TLS certificate and key read again"),
-                    Some(Err(e)) => log::error!("SIGHUP: {e}; still serving the certificate loaded before"),
-                    None => log::info!("SIGHUP: nothing to read again (no --tls-cert)"),
+    caught: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    pub fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let caught = [
+                SignalKind::interrupt(),
+                SignalKind::terminate(),
+                SignalKind::hangup(),
+            ]
+            .map(signal);
+            match caught {
+                [Ok(int), Ok(term), Ok(hup)] => Signals {
+                    caught: Some([int, term, hup]),
                 },
+                [Err(e), ..] | [_, Err(e), _] | [.., Err(e)] => {
+                    log::warn!("cannot catch signals ({e}); only Ctrl-C stops the server");
+                    Signals { caught: None }
+                }
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Until SIGINT or SIGTERM; each SIGHUP meanwhile reads `certs` again.
+    async fn wait(&mut self, certs: Option<&tls::Certificates>) {
+        #[cfg(unix)]
+        if let Some([int, term, hup]) = &mut self.caught {
+            loop {
+                tokio::select! {
+                    _ = int.recv() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => match certs.map(|c| c.reload()) {
+                        Some(Ok(())) => log::info!("SIGHUP: TLS certificate and key read again"),
+                        Some(Err(e)) => log::error!("SIGHUP: {e}; still serving the certificate loaded before"),
+                        None => log::info!("SIGHUP: nothing to read again (no --tls-cert)"),
+                    },
+                }
+            }
+        }
         let _ = certs;
         let _ = tokio::signal::ctrl_c().await;
     }

@@ -28,6 +28,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Caught before anyone hears the server is up.
+    let signals = whis::Signals::listen();
     match whis::start(config).await {
         Ok(running) => {
             // One line, exactly this shape: scripts and tests read the port from it.
@@ -35,7 +37,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             if let Some(stun) = running.stun_addr {
                 println!("stun listening on udp://{stun}");
             }
-            running.until_signal().await;
+            running.until_signal(signals).await;
             ExitCode::SUCCESS
         }
         Err(e) => {

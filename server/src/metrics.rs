@@ -98,6 +98,11 @@ pub fn render(state: &AppState) -> String {
         ConstCounter::new(counters.peers_expired),
     );
     r.register(
+        "whis_peers_resumed",
+        "Visitors taken back from a token a former process signed (a restart)",
+        ConstCounter::new(counters.resumed),
+    );
+    r.register(
         "whis_sse_slow_closed",
         "Event streams closed because the reader fell behind its queue",
         ConstCounter::new(dropped),

@@ -113,15 +113,13 @@ pub fn judge(status: u16, headers: &HeaderMap, size: u64, min_size: u64) -> Resu
     }
     if size < min_size {
         return Err(format!(
-            "{} is under the {} worth sharing (--min-size)",
-            human(size),
+            "under the {} worth sharing (--min-size)",
             human(min_size)
         ));
     }
     if size > MAX_RESOURCE {
         return Err(format!(
-            "{} is over the largest shared resource ({})",
-            human(size),
+            "over the largest shared resource ({})",
             human(MAX_RESOURCE)
         ));
     }
