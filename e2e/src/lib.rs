@@ -115,9 +115,24 @@ impl Visitor {
         Ok(v)
     }
 
+    /// A first-time visitor whose Chromium also gets `extra` flags, written
+    /// without their leading `--` (the deploy tests: a pinned test
+    /// certificate, a host name mapped to loopback).
+    pub async fn launch_with(name: &str, extra: &[String]) -> Result<Visitor> {
+        let profile = TempDir::new(name);
+        let mut v = Visitor::launch_in_with(name, profile.path(), extra).await?;
+        v._profile = Some(profile);
+        Ok(v)
+    }
+
     /// A visitor whose profile lives at `dir` (kept by the caller: a returning visitor).
     pub async fn launch_in(name: &str, dir: &Path) -> Result<Visitor> {
-        let launched = browser::launch(&chromium(), dir, &[]).await?;
+        Visitor::launch_in_with(name, dir, &[]).await
+    }
+
+    /// [`Visitor::launch_in`] with extra Chromium flags.
+    pub async fn launch_in_with(name: &str, dir: &Path, extra: &[String]) -> Result<Visitor> {
+        let launched = browser::launch(&chromium(), dir, extra).await?;
         let page = launched.browser.new_page("about:blank").await?;
         // chromiumoxide asks Chromium to pause every new target until a
         // debugger resumes it, then detaches from service workers; a worker
