@@ -1,9 +1,10 @@
 //! Whis deployed as a real site runs it: behind nginx over HTTPS (the two
-//! set-ups of deploy/nginx.conf, that very file), and through a restart.
+//! set-ups of deploy/nginx.conf, that very file), behind Caddy
+//! (deploy/Caddyfile), serving HTTPS itself, and through a restart.
 //!
-//! nginx is Debian's, started by the test as its own process (one process,
-//! `master_process off`) with a configuration in a temporary folder, on free
-//! loopback ports, and stopped by its pid. The certificate is made by the
+//! nginx and Caddy are Debian's, each started by the test as its own process
+//! with a configuration in a temporary folder, on free loopback ports, and
+//! stopped by its pid. The certificate is made by the
 //! test; the visitors' Chromium trusts exactly that key
 //! (`--ignore-certificate-errors-spki-list`) and maps the test host names to
 //! 127.0.0.1 (`--host-resolver-rules`), so the page is a secure origin with
@@ -587,5 +588,270 @@ async fn a_transfer_between_visitors_completes_from_the_peer_while_whis_restarts
     a.close().await;
     b.close().await;
     second.stop().await;
+    Ok(())
+}
+
+/// A server that answers every request with the request's own head: the
+/// stand-in upstream that shows what a front proxy passed on.
+async fn echo_server() -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.write_all(&head).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// `GET path` over HTTPS to 127.0.0.1:`port` as `host`, trusting `cert`;
+/// the whole answer as text.
+async fn https_get(
+    cert: &TestCert,
+    port: u16,
+    host: &str,
+    path: &str,
+    headers: &str,
+) -> Result<String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(cert.cert_pem.as_bytes())?)?;
+    let config = rustls::ClientConfig::builder_with_provider(whis::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_string())?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
+    let text = tokio::task::spawn_blocking(move || -> Result<String> {
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        tls.write_all(request.as_bytes())?;
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer);
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await??;
+    Ok(text)
+}
+
+/// The `x-forwarded-for` lines of an echoed request head.
+fn forwarded_for(echoed: &str) -> Vec<String> {
+    echoed
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_whis_hears_the_visitors_address_not_what_the_visitor_claims() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let cert = test_cert()?;
+    // The upstream is an echo server in whis's place: it shows what nginx sent.
+    let echo = echo_server().await?;
+    let nginx = Nginx::start(&cert, &echo, free_port()?, &demo_site()).await?;
+    let forged = "X-Forwarded-For: 6.6.6.6\r\n";
+    for (host, path) in [
+        (HOST_A, "/whis/events?token=x"),
+        (HOST_A, "/img/a.jpg"),
+        (HOST_B, "/whis/join"),
+        (HOST_B, "/whis-sw.js"),
+    ] {
+        let echoed = https_get(&cert, nginx.tls_port, host, path, forged).await?;
+        assert!(echoed.starts_with("HTTP/1.1 200"), "{host}{path}: {echoed}");
+        assert_eq!(
+            forwarded_for(&echoed),
+            ["127.0.0.1"],
+            "{host}{path}: {echoed}"
+        );
+        assert!(
+            echoed
+                .to_ascii_lowercase()
+                .contains("x-forwarded-proto: https"),
+            "{echoed}"
+        );
+    }
+    nginx.stop().await?;
+    Ok(())
+}
+
+/// A Caddy of our own serving deploy/Caddyfile: set-up A on one port,
+/// set-up B on another, plain HTTP on loopback (the certificate part is
+/// Caddy's own automatic HTTPS, not ours to test).
+struct Caddy {
+    _dir: TempDir,
+    child: tokio::process::Child,
+    port_a: u16,
+    port_b: u16,
+}
+
+impl Caddy {
+    async fn start(whis: &str, origin: &str) -> Result<Caddy> {
+        let dir = TempDir::new("caddy");
+        let (port_a, port_b) = (free_port()?, free_port()?);
+        let mut text = std::fs::read_to_string(repo_file("deploy/Caddyfile"))?;
+        for (from, to) in [
+            ("www.example.org {", format!("http://127.0.0.1:{port_b} {{")),
+            ("example.com {", format!("http://127.0.0.1:{port_a} {{")),
+            ("127.0.0.1:8080", whis.to_string()),
+            ("127.0.0.1:3000", origin.to_string()),
+        ] {
+            if !text.contains(from) {
+                return Err(format!("deploy/Caddyfile no longer has {from:?}").into());
+            }
+            text = text.replace(from, &to);
+        }
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(
+            &file,
+            format!("{{\n\tadmin off\n\tdefault_bind 127.0.0.1\n}}\n{text}"),
+        )?;
+        let child = tokio::process::Command::new(caddy())
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let caddy = Caddy {
+            _dir: dir,
+            child,
+            port_a,
+            port_b,
+        };
+        eventually(Duration::from_secs(20), "caddy listens", || {
+            [port_a, port_b]
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        })
+        .await?;
+        Ok(caddy)
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+fn caddy() -> PathBuf {
+    ["/usr/bin/caddy", "/usr/local/bin/caddy"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("the deploy tests need Caddy: apt-get install -y caddy"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_caddy_event_streams_are_unbuffered_and_told_of_a_restart() -> Result<()> {
+    let _one = serial().await;
+    init_logs();
+    let whis = start_whis(&demo_site(), |c| {
+        c.deploy.reconnect_delay = Duration::from_millis(1500)
+    })
+    .await?;
+    let echo = echo_server().await?;
+    let caddy = Caddy::start(&whis.addr.to_string(), &echo).await?;
+    let a_url = format!("http://127.0.0.1:{}", caddy.port_a);
+    // Set-up A: signaling through Caddy, each event as it is sent.
+    let (_, a) = http("POST", &format!("{a_url}/whis/join"), &[], "{}").await?;
+    let (_, b) = http("POST", &format!("{a_url}/whis/join"), &[], "{}").await?;
+    let a: serde_json::Value = serde_json::from_str(&a)?;
+    let b: serde_json::Value = serde_json::from_str(&b)?;
+    let token_a = a["token"].as_str().ok_or("token")?;
+    let mut events =
+        SseReader::open(&a_url, &format!("/whis/events?token={token_a}"), None).await?;
+    assert_eq!(events.status, 200);
+    assert!(events
+        .next_of("hello", Duration::from_secs(10))
+        .await
+        .is_some());
+    let auth = format!("Bearer {}", b["token"].as_str().ok_or("token")?);
+    let body = format!(r#"{{"to":{},"data":{{"n":1}}}}"#, a["peer_id"]);
+    let (status, answer) = http(
+        "POST",
+        &format!("{a_url}/whis/signal"),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
+        &body,
+    )
+    .await?;
+    assert_eq!(status, 200, "{answer}");
+    let signal = events.next_of("signal", Duration::from_secs(10)).await;
+    assert!(
+        signal.is_some(),
+        "a single small event gets through at once"
+    );
+    // Ranges of site files pass through.
+    let ranged = http_raw(
+        "GET",
+        &format!("{a_url}/img/aurora-01.jpg"),
+        &[("range", "bytes=0-99")],
+        b"",
+    )
+    .await?;
+    assert_eq!((ranged.status, ranged.body.len()), (206, 100));
+    // Set-up B: Whis's paths to whis, the rest to the origin as before,
+    // which hears the visitor's address, not the one it claimed.
+    let b_url = format!("http://127.0.0.1:{}", caddy.port_b);
+    let (status, health) = http("GET", &format!("{b_url}/whis/health"), &[], "").await?;
+    assert_eq!(status, 200, "{health}");
+    let (status, echoed) = http(
+        "GET",
+        &format!("{b_url}/gallery.html"),
+        &[("x-forwarded-for", "6.6.6.6")],
+        "",
+    )
+    .await?;
+    assert_eq!(status, 200, "{echoed}");
+    assert!(echoed.starts_with("GET /gallery.html"), "{echoed}");
+    assert_eq!(forwarded_for(&echoed), ["127.0.0.1"], "{echoed}");
+    // whis stops: the stream, through Caddy, hears when to come back.
+    whis.stop().await;
+    let bye = events.next_of("going-away", Duration::from_secs(10)).await;
+    assert_eq!(
+        bye.map(|e| e.data),
+        Some(r#"{"retry_ms":1500}"#.to_string())
+    );
+    caddy.stop().await?;
     Ok(())
 }
