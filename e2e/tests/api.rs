@@ -1014,6 +1014,12 @@ async fn cors_only_for_allowed_origins_and_stop_ends_streams() -> Result<()> {
     events.next_of("hello", T).await.ok_or("hello")?;
     let t0 = std::time::Instant::now();
     whis.stop().await;
+    let bye = events.next_event(Duration::from_secs(10)).await;
+    assert_eq!(
+        bye.map(|e| (e.event, e.data)),
+        Some(("going-away".into(), r#"{"retry_ms":2000}"#.into())),
+        "the stream hears when to come back"
+    );
     assert!(
         events.next_event(Duration::from_secs(10)).await.is_none(),
         "the stream ended"
