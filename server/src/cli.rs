@@ -24,9 +24,10 @@ pub fn env_name(long: &str) -> String {
 pub fn command() -> clap::Command {
     fn with_env(arg: clap::Arg) -> clap::Arg {
         match arg.get_long() {
+            // --help names the variable but never shows its value (secrets).
             Some(long) if arg.get_env().is_none() => {
                 let name = env_name(long);
-                arg.env(name)
+                arg.env(name).hide_env_values(true)
             }
             _ => arg,
         }

@@ -504,8 +504,10 @@ fn settings_come_from_flags_then_environment_then_the_config_file() {
     .expect("--listen wins");
     whis.signal("TERM");
     assert!(whis.wait_exit(Duration::from_secs(30)).success());
-    // Every flag has its variable, named in --help.
-    let (_, help, _) = run(&["serve", "--help"], &[]);
+    // Every flag has its variable, named in --help, never with its value.
+    let secret = "do not print this secret";
+    let (_, help, _) = run(&["serve", "--help"], &[("WHIS_CLUSTER_SECRET", secret)]);
+    assert!(!help.contains(secret), "--help shows a secret");
     for var in [
         "WHIS_LISTEN",
         "WHIS_TLS_CERT",
