@@ -814,3 +814,51 @@ fn check_site_reads_an_https_site_trusting_the_authority_it_is_given() {
     let note = report["pages"][0]["note"].as_str().unwrap_or("");
     assert!(note.starts_with("could not fetch"), "{note}");
 }
+
+#[test]
+fn sigterm_waits_for_requests_in_flight_only_as_long_as_the_shutdown_timeout() {
+    // An origin that starts an answer and never finishes it: a request
+    // through whis to it stays in flight until whis cuts it.
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let origin_addr = origin.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in origin.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\nthe first bytes",
+            );
+            held.push(conn);
+        }
+    });
+    let mut whis = Whis::spawn(
+        &[
+            "serve",
+            "--origin",
+            &format!("http://{origin_addr}"),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-workers",
+            "--shutdown-timeout",
+            "1",
+        ],
+        &[],
+    )
+    .expect("whis starts");
+    let addr = whis.addr();
+    let mut client = TcpStream::connect(&addr).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    write!(
+        client,
+        "GET /never-ends.bin HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .expect("send");
+    let begun = read_until(&mut client, "the first bytes");
+    assert!(begun.starts_with("HTTP/1.1 200"), "{begun}");
+    whis.signal("TERM");
+    // Unbounded, this would wait for the rest of a body that never comes.
+    let status = whis.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "exit {status:?}: {}", whis.stderr());
+}
